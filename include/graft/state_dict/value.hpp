@@ -1,0 +1,169 @@
+#pragma once
+// graft::value: what a checkpoint file holds before it becomes a state dict. A Python
+// checkpoint is an object tree ({"model": OrderedDict, "epoch": 3, ...}); readers produce
+// this tree, and the pipeline's at("model") walks into it.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <torch/types.h>
+
+#include <fmt/format.h>
+
+#include <graft/error.hpp>
+
+namespace graft {
+
+class value;
+
+/// An insertion-ordered mapping, as Python's dict and OrderedDict are. Keys are values
+/// (usually strings; optimizer state uses integers).
+class dict {
+public:
+  using item = std::pair<value, value>;
+  dict() = default;
+
+  /// Appends key → v, or replaces the value of an existing key in place (Python's d[k] = v).
+  void set(value key, value v);
+  /// Appends key → v without looking for an existing key: for readers whose source cannot
+  /// hold duplicates (a pickled dict), where set()'s lookup would cost O(n) per item.
+  void append(value key, value v) { items_.emplace_back(std::move(key), std::move(v)); }
+  /// The value under a string key, or nullptr.
+  const value* find(std::string_view key) const;
+  value* find(std::string_view key);
+  /// The value under a string key; a key_error listing the keys there are if it is absent.
+  const value& at(std::string_view key) const;
+
+  std::size_t size() const noexcept { return items_.size(); }
+  bool empty() const noexcept { return items_.empty(); }
+  auto begin() const noexcept { return items_.begin(); }
+  auto end() const noexcept { return items_.end(); }
+  auto begin() noexcept { return items_.begin(); }
+  auto end() noexcept { return items_.end(); }
+  void reserve(std::size_t n) { items_.reserve(n); }
+
+private:
+  std::vector<item> items_;
+};
+
+/// A list or a tuple.
+struct sequence {
+  std::vector<value> items;
+  bool is_tuple = false;
+};
+
+/// One node of a checkpoint's object tree: None, bool, int, float, str, bytes, tensor,
+/// list/tuple or dict.
+class value {
+public:
+  struct bytes { std::string data; };
+  using storage = std::variant<std::monostate, bool, std::int64_t, double, std::string, bytes,
+                               torch::Tensor, sequence, dict>;
+
+  value() = default;
+  value(std::nullptr_t) {}
+  value(bool b) : v_(b) {}
+  template <class I>
+    requires(std::is_integral_v<I> && !std::is_same_v<I, bool>)
+  value(I i) : v_(static_cast<std::int64_t>(i)) {}
+  value(double d) : v_(d) {}
+  value(std::string s) : v_(std::move(s)) {}
+  value(const char* s) : v_(std::string(s)) {}
+  value(std::string_view s) : v_(std::string(s)) {}
+  value(bytes b) : v_(std::move(b)) {}
+  value(torch::Tensor t) : v_(std::move(t)) {}
+  value(sequence s) : v_(std::move(s)) {}
+  value(dict d) : v_(std::move(d)) {}
+
+  bool is_none() const noexcept { return std::holds_alternative<std::monostate>(v_); }
+  bool is_bool() const noexcept { return std::holds_alternative<bool>(v_); }
+  bool is_int() const noexcept { return std::holds_alternative<std::int64_t>(v_); }
+  bool is_float() const noexcept { return std::holds_alternative<double>(v_); }
+  bool is_string() const noexcept { return std::holds_alternative<std::string>(v_); }
+  bool is_bytes() const noexcept { return std::holds_alternative<bytes>(v_); }
+  bool is_tensor() const noexcept { return std::holds_alternative<torch::Tensor>(v_); }
+  bool is_sequence() const noexcept { return std::holds_alternative<sequence>(v_); }
+  bool is_dict() const noexcept { return std::holds_alternative<dict>(v_); }
+
+  /// Python's name for the held type: "NoneType", "int", "dict", "Tensor", ...
+  std::string_view type_name() const noexcept {
+    static constexpr std::string_view names[] = {"NoneType", "bool", "int",  "float", "str",
+                                                 "bytes",    "Tensor", "list", "dict"};
+    if (is_sequence() && std::get<sequence>(v_).is_tuple) return "tuple";
+    return names[v_.index()];
+  }
+
+  bool as_bool() const { return get<bool>("bool"); }
+  std::int64_t as_int() const { return get<std::int64_t>("int"); }
+  /// int or float, as a double.
+  double as_number() const {
+    if (is_int()) return static_cast<double>(std::get<std::int64_t>(v_));
+    return get<double>("float");
+  }
+  const std::string& as_string() const { return get<std::string>("str"); }
+  const torch::Tensor& as_tensor() const { return get<torch::Tensor>("Tensor"); }
+  torch::Tensor& as_tensor() { return const_cast<torch::Tensor&>(std::as_const(*this).as_tensor()); }
+  const sequence& as_sequence() const { return get<sequence>("list or tuple"); }
+  sequence& as_sequence() { return const_cast<sequence&>(std::as_const(*this).as_sequence()); }
+  const dict& as_dict() const { return get<dict>("dict"); }
+  dict& as_dict() { return const_cast<dict&>(std::as_const(*this).as_dict()); }
+
+  /// The key text of a dict key: a string as is, an integer in decimal.
+  std::string key_text() const {
+    if (is_string()) return as_string();
+    if (is_int()) return std::to_string(as_int());
+    if (is_bool()) return as_bool() ? "True" : "False";
+    throw key_error(fmt::format("a dict key of type {} cannot name a checkpoint entry", type_name()));
+  }
+
+  const storage& raw() const noexcept { return v_; }
+  storage& raw() noexcept { return v_; }
+
+private:
+  template <class T>
+  const T& get(std::string_view wanted) const {
+    if (auto* p = std::get_if<T>(&v_)) return *p;
+    throw state_error(fmt::format("expected a {} value, found {}", wanted, type_name()));
+  }
+  storage v_;
+};
+
+inline void dict::set(value key, value v) {
+  for (auto& [k, old] : items_) {
+    if (k.raw().index() == key.raw().index() &&
+        ((k.is_string() && k.as_string() == key.as_string()) ||
+         (k.is_int() && k.as_int() == key.as_int()))) {
+      old = std::move(v);
+      return;
+    }
+  }
+  items_.emplace_back(std::move(key), std::move(v));
+}
+
+inline const value* dict::find(std::string_view key) const {
+  for (auto& [k, v] : items_)
+    if ((k.is_string() && k.as_string() == key) || (k.is_int() && std::to_string(k.as_int()) == key))
+      return &v;
+  return nullptr;
+}
+inline value* dict::find(std::string_view key) {
+  return const_cast<value*>(std::as_const(*this).find(key));
+}
+
+inline const value& dict::at(std::string_view key) const {
+  if (auto* v = find(key)) return *v;
+  std::string keys;
+  std::size_t shown = 0;
+  for (auto& [k, v] : items_) {
+    if (shown++ == 12) { keys += ", ..."; break; }
+    keys += (keys.empty() ? "'" : ", '") + k.key_text() + "'";
+  }
+  throw key_error(fmt::format("no entry '{}' here; the keys are: {}", key,
+                              keys.empty() ? std::string("(none: the dict is empty)") : keys));
+}
+
+} // namespace graft
