@@ -1,0 +1,2 @@
+#include <graft/graft.hpp>
+int odr_second() { return 2; }
