@@ -1,5 +1,5 @@
 #pragma once
-// A read-only memory map of a whole file, shared by every tensor that views it: the mapping
+// A private (copy-on-write) memory map of a whole file, shared by every tensor that views it: the mapping
 // lives as long as the last tensor made from it.
 
 #include <cerrno>
@@ -20,7 +20,7 @@
 
 namespace graft {
 
-/// A file mapped read-only into memory. Cheap to share (hold it by shared_ptr).
+/// A file mapped privately into memory: reads come from the page cache, writes stay local. Cheap to share (hold it by shared_ptr).
 class mapped_file {
 public:
   /// Maps `path`; an io_error naming the file if it cannot be opened or mapped.
@@ -40,7 +40,8 @@ public:
     std::size_t size = static_cast<std::size_t>(st.st_size);
     void* data = nullptr;
     if (size > 0) {
-      data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+      // Copy-on-write: a tensor viewing the map can be written to without touching the file.
+      data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
       if (data == MAP_FAILED) {
         int e = errno;
         ::close(fd);
@@ -73,8 +74,8 @@ public:
   }
 
   /// A CPU tensor viewing `sizes`/`strides` of `dtype` starting at byte `offset`, keeping
-  /// this mapping alive. The tensor is read-only memory: writing to it faults, so callers
-  /// that hand tensors to users who may write must clone (or copy into existing tensors).
+  /// this mapping alive. The map is private copy-on-write: writes to the tensor stay in this
+  /// process and never reach the file.
   static torch::Tensor view(const std::shared_ptr<const mapped_file>& file, std::size_t offset,
                             at::IntArrayRef sizes, at::IntArrayRef strides, torch::Dtype dtype) {
     auto keep = file;

@@ -1,0 +1,3 @@
+#pragma once
+// Checkpoint formats: Python torch.save files, safetensors, libtorch archives.
+#include <graft/formats/mapped_file.hpp>

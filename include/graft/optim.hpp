@@ -1,0 +1,3 @@
+#pragma once
+// Optimizer param-group builders and LR schedules that drive every group.
+#include <graft/optim/schedules.hpp>
