@@ -1,0 +1,144 @@
+#pragma once
+// Name selectors that need no pattern language: everything, exact names, a prefix, the local
+// name (".bias"), a user predicate, and a label for any selector.
+
+#include <algorithm>
+#include <concepts>
+#include <functional>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <graft/select/concepts.hpp>
+
+namespace graft {
+namespace detail {
+template <class V>
+concept has_path = requires(const V& v) {
+  { v.path() } -> std::convertible_to<std::string_view>;
+  { v.name() } -> std::convertible_to<std::string_view>;
+};
+} // namespace detail
+
+/// Selects every tensor.
+struct everything_t : selector_base {
+  static constexpr needs requirement = needs::name;
+  template <detail::has_path V>
+  bool matches(const V&) const noexcept { return true; }
+  std::string describe() const { return "everything"; }
+};
+inline constexpr everything_t everything{};
+
+/// Selects the tensors with exactly these dotted paths.
+class names : public selector_base {
+public:
+  static constexpr needs requirement = needs::name;
+  names(std::initializer_list<std::string_view> paths) : names(std::vector<std::string_view>(paths)) {}
+  template <std::ranges::input_range R>
+    requires std::convertible_to<std::ranges::range_reference_t<R>, std::string_view>
+  explicit names(const R& paths) {
+    for (std::string_view p : paths) list_.emplace_back(p);
+    set_ = std::make_shared<const std::unordered_set<std::string_view>>(list_.begin(), list_.end());
+  }
+  names(const names& o) : list_(o.list_), set_(std::make_shared<const std::unordered_set<std::string_view>>(list_.begin(), list_.end())) {}
+  names& operator=(const names& o) {
+    names copy(o);
+    std::swap(list_, copy.list_);
+    std::swap(set_, copy.set_);
+    return *this;
+  }
+  names(names&&) = default;
+  names& operator=(names&&) = default;
+
+  template <detail::has_path V>
+  bool matches(const V& v) const { return set_->contains(v.path()); }
+  bool could_match_under(std::string_view prefix) const {
+    return std::any_of(list_.begin(), list_.end(), [&](const std::string& n) { return n.starts_with(prefix); });
+  }
+  std::string describe() const { return fmt::format("names {{{}}}", fmt::join(list_, ", ")); }
+
+private:
+  std::vector<std::string> list_;
+  std::shared_ptr<const std::unordered_set<std::string_view>> set_;  // views into list_
+};
+
+/// Selects the tensors whose path starts with `p` ("layer4." selects layer4's subtree).
+class prefix : public selector_base {
+public:
+  static constexpr needs requirement = needs::name;
+  explicit prefix(std::string_view p) : p_(p) {}
+  template <detail::has_path V>
+  bool matches(const V& v) const { return v.path().starts_with(p_); }
+  bool could_match_under(std::string_view module_prefix) const {
+    return module_prefix.starts_with(p_) || std::string_view(p_).starts_with(module_prefix);
+  }
+  std::string describe() const { return "prefix '" + p_ + "'"; }
+
+private:
+  std::string p_;
+};
+
+/// Selects tensors by the name their module registered them under ("bias", "weight").
+class local_name : public selector_base {
+public:
+  static constexpr needs requirement = needs::name;
+  explicit local_name(std::string_view n) : n_(n) {}
+  template <detail::has_path V>
+  bool matches(const V& v) const { return v.name() == n_; }
+  std::string describe() const { return "*." + n_; }
+
+private:
+  std::string n_;
+};
+
+/// Every bias: the tensors registered as "bias".
+inline const local_name bias{"bias"};
+
+/// A user predicate, described by `text`. Taking a std::string_view path, it is a name
+/// selector; taking a tensor_view, it needs a live model.
+template <class F>
+class where_t : public selector_base {
+  static constexpr bool on_name = std::is_invocable_r_v<bool, const F&, std::string_view>;
+
+public:
+  static_assert(on_name || std::is_invocable_r_v<bool, const F&, const tensor_view&>,
+                "graft::where(f, text): f must take a std::string_view (the dotted path) or a "
+                "const graft::tensor_view& and return bool");
+  static constexpr needs requirement = on_name ? needs::name : needs::module;
+  where_t(F f, std::string text) : f_(std::move(f)), text_(std::move(text)) {}
+  template <class V>
+    requires(on_name ? detail::has_path<V> : std::same_as<V, tensor_view>)
+  bool matches(const V& v) const {
+    if constexpr (on_name) return std::invoke(f_, v.path()); else return std::invoke(f_, v);
+  }
+  std::string describe() const { return text_; }
+
+private:
+  F f_;
+  std::string text_;
+};
+
+/// Selects what `f` accepts; `text` is how the selector describes itself.
+template <class F>
+where_t<F> where(F f, std::string text) { return where_t<F>(std::move(f), std::move(text)); }
+
+/// Any selector under another description: labeled(of_type<...>, "norm layers").
+template <selector S>
+class labeled_t : public S {
+public:
+  labeled_t(S s, std::string text) : S(std::move(s)), text_(std::move(text)) {}
+  std::string describe() const { return text_; }
+
+private:
+  std::string text_;
+};
+template <selector S>
+labeled_t<S> labeled(S s, std::string text) { return labeled_t<S>(std::move(s), std::move(text)); }
+
+} // namespace graft

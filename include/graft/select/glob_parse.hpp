@@ -1,0 +1,162 @@
+#pragma once
+// The glob grammar, checked and expanded by constexpr code so that the same checks run at
+// compile time (for literals) and at run time (for strings from users).
+//
+//   pattern  := segment ('.' segment)*        a dotted path, matched whole
+//   segment  := '**'                          zero or more whole segments
+//             | ( char | '*' | '?' | class | '{' alt (',' alt)* '}' )+
+//   class    := '[' ['!' | '^'] ']'? (c | c '-' c)* ']'
+//   '\' escapes the next character; '*' and '?' never match a '.'.
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace graft::detail {
+
+/// What is wrong with a glob pattern.
+enum class glob_issue {
+  empty_pattern,
+  unbalanced_brace,
+  stray_closing_brace,
+  unbalanced_bracket,
+  trailing_backslash,
+  misplaced_double_star,
+  empty_segment,
+  too_many_alternatives,
+};
+
+constexpr const char* glob_issue_text(glob_issue i) {
+  switch (i) {
+    case glob_issue::empty_pattern: return "the pattern is empty";
+    case glob_issue::unbalanced_brace: return "'{' is never closed";
+    case glob_issue::stray_closing_brace: return "'}' closes nothing";
+    case glob_issue::unbalanced_bracket: return "'[' is never closed";
+    case glob_issue::trailing_backslash: return "'\\' at the end escapes nothing";
+    case glob_issue::misplaced_double_star:
+      return "'**' must be a whole segment (write 'a.**.b', or '*' within a segment)";
+    case glob_issue::empty_segment: return "empty segment (a leading, trailing or doubled '.')";
+    case glob_issue::too_many_alternatives: return "'{..}' expands to more than 4096 alternatives";
+  }
+  return "invalid pattern";
+}
+
+struct glob_problem {
+  glob_issue issue;
+  std::size_t position;
+};
+
+// Index one past the ']' closing the class that starts at s[open] == '[', or npos.
+constexpr std::size_t class_end(std::string_view s, std::size_t open) {
+  std::size_t i = open + 1;
+  if (i < s.size() && (s[i] == '!' || s[i] == '^')) ++i;
+  if (i < s.size() && s[i] == ']') ++i;  // a ']' first is a literal member
+  for (; i < s.size(); ++i) {
+    if (s[i] == '\\') { ++i; continue; }
+    if (s[i] == ']') return i + 1;
+  }
+  return std::string_view::npos;
+}
+
+// Checks braces, brackets and escapes; expansion comes after.
+constexpr std::optional<glob_problem> check_structure(std::string_view s) {
+  if (s.empty()) return glob_problem{glob_issue::empty_pattern, 0};
+  std::vector<std::size_t> open_braces;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == '\\') {
+      if (i + 1 == s.size()) return glob_problem{glob_issue::trailing_backslash, i};
+      ++i;
+    } else if (c == '[') {
+      auto e = class_end(s, i);
+      if (e == std::string_view::npos) return glob_problem{glob_issue::unbalanced_bracket, i};
+      i = e - 1;
+    } else if (c == '{') {
+      open_braces.push_back(i);
+    } else if (c == '}') {
+      if (open_braces.empty()) return glob_problem{glob_issue::stray_closing_brace, i};
+      open_braces.pop_back();
+    } else if (c == '*' && i + 1 < s.size() && s[i + 1] == '*') {
+      bool starts = i == 0 || s[i - 1] == '.' || s[i - 1] == '{' || s[i - 1] == ',';
+      bool ends = i + 2 == s.size() || s[i + 2] == '.' || s[i + 2] == '}' || s[i + 2] == ',';
+      if (!starts || !ends) return glob_problem{glob_issue::misplaced_double_star, i};
+      ++i;
+    }
+  }
+  if (!open_braces.empty()) return glob_problem{glob_issue::unbalanced_brace, open_braces.back()};
+  return std::nullopt;
+}
+
+// Expands the first top-level {a,b} group of every pattern until none is left.
+constexpr bool expand_braces(std::string_view s, std::vector<std::string>& out, std::size_t limit) {
+  std::size_t open = std::string_view::npos;
+  int depth = 0;
+  std::vector<std::size_t> commas;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == '\\') { ++i; continue; }
+    if (c == '[') { i = class_end(s, i) - 1; continue; }
+    if (c == '{') {
+      if (depth++ == 0) open = i;
+    } else if (c == '}') {
+      if (--depth == 0) {
+        std::string_view head = s.substr(0, open), tail = s.substr(i + 1);
+        std::size_t from = open + 1;
+        commas.push_back(i);
+        for (std::size_t comma : commas) {
+          std::string alt(head);
+          alt += s.substr(from, comma - from);
+          alt += tail;
+          if (!expand_braces(alt, out, limit)) return false;
+          from = comma + 1;
+        }
+        return true;
+      }
+    } else if (c == ',' && depth == 1) {
+      commas.push_back(i);
+    }
+  }
+  if (out.size() >= limit) return false;
+  out.emplace_back(s);
+  return true;
+}
+
+// Splits on unescaped dots outside classes.
+constexpr std::vector<std::string_view> split_segments(std::string_view s) {
+  std::vector<std::string_view> segs;
+  std::size_t from = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\') { ++i; continue; }
+    if (s[i] == '[') { i = class_end(s, i) - 1; continue; }
+    if (s[i] == '.') {
+      segs.push_back(s.substr(from, i - from));
+      from = i + 1;
+    }
+  }
+  segs.push_back(s.substr(from));
+  return segs;
+}
+
+inline constexpr std::size_t max_glob_alternatives = 4096;
+
+/// Everything wrong with `s` as a glob, or nothing. Usable in constant expressions.
+constexpr std::optional<glob_problem> check_glob(std::string_view s) {
+  if (auto p = check_structure(s)) return p;
+  std::vector<std::string> alts;
+  if (!expand_braces(s, alts, max_glob_alternatives))
+    return glob_problem{glob_issue::too_many_alternatives, s.find('{')};
+  for (const auto& alt : alts)
+    for (auto seg : split_segments(alt))
+      if (seg.empty()) {
+        auto brace = s.find('{');
+        if (brace != std::string_view::npos) return glob_problem{glob_issue::empty_segment, brace};
+        auto dd = s.find("..");
+        std::size_t pos = s.front() == '.' ? 0 : (dd != std::string_view::npos ? dd + 1 : s.size() - 1);
+        return glob_problem{glob_issue::empty_segment, pos};
+      }
+  return std::nullopt;
+}
+
+} // namespace graft::detail

@@ -1,0 +1,91 @@
+#pragma once
+// Selectors that need a live model: by the type of the owning module, by an owner predicate,
+// and parameters versus buffers. Using one on a checkpoint does not compile.
+
+#include <string>
+#include <string_view>
+#include <typeinfo>
+
+#include <c10/util/Type.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/instancenorm.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <graft/select/basic.hpp>
+#include <graft/select/concepts.hpp>
+
+namespace graft {
+namespace detail {
+// "torch::nn::BatchNorm2dImpl" -> "BatchNorm2d"; user types keep their last name.
+inline std::string short_type_name(const std::type_info& t) {
+  std::string n = c10::demangle(t.name());
+  auto colon = n.rfind("::");
+  if (colon != std::string::npos) n = n.substr(colon + 2);
+  if (n.size() > 4 && n.ends_with("Impl")) n.resize(n.size() - 4);
+  return n;
+}
+} // namespace detail
+
+/// Selects tensors registered directly by a module of one of the types Ms (or derived).
+template <class... Ms>
+struct of_type_t : selector_base {
+  static_assert(sizeof...(Ms) > 0, "of_type<...> needs at least one module type");
+  static_assert((std::is_base_of_v<torch::nn::Module, Ms> && ...),
+                "of_type<M>: M must be a module class such as torch::nn::BatchNorm2dImpl "
+                "(the Impl, not the holder torch::nn::BatchNorm2d)");
+  static constexpr needs requirement = needs::module;
+  bool matches(const tensor_view& v) const {
+    const torch::nn::Module* m = &v.owner();
+    return ((dynamic_cast<const Ms*>(m) != nullptr) || ...);
+  }
+  std::string describe() const {
+    std::string s = "of_type<";
+    ((s += detail::short_type_name(typeid(Ms)), s += ", "), ...);
+    s.resize(s.size() - 2);
+    return s + ">";
+  }
+};
+/// of_type<torch::nn::BatchNorm2dImpl>: tensors owned by modules of these types.
+template <class... Ms>
+inline constexpr of_type_t<Ms...> of_type{};
+
+/// Parameters and buffers of normalization layers (batch, instance, layer and group norm).
+inline const auto norm_layers = labeled(
+    of_type<torch::nn::BatchNorm1dImpl, torch::nn::BatchNorm2dImpl, torch::nn::BatchNorm3dImpl,
+            torch::nn::InstanceNorm1dImpl, torch::nn::InstanceNorm2dImpl,
+            torch::nn::InstanceNorm3dImpl, torch::nn::LayerNormImpl, torch::nn::GroupNormImpl>,
+    "norm_layers");
+
+/// Tensors whose owning module satisfies `pred(const torch::nn::Module&)`.
+template <class F>
+class owner_is_t : public selector_base {
+public:
+  static constexpr needs requirement = needs::module;
+  owner_is_t(F f, std::string text) : f_(std::move(f)), text_(std::move(text)) {}
+  bool matches(const tensor_view& v) const { return static_cast<bool>(f_(std::as_const(v.owner()))); }
+  std::string describe() const { return text_; }
+
+private:
+  F f_;
+  std::string text_;
+};
+template <class F>
+owner_is_t<F> owner_is(F f, std::string text) { return owner_is_t<F>(std::move(f), std::move(text)); }
+
+/// Registered as a parameter (not a buffer).
+struct is_parameter_t : selector_base {
+  static constexpr needs requirement = needs::module;
+  bool matches(const tensor_view& v) const noexcept { return v.is_parameter(); }
+  std::string describe() const { return "is_parameter"; }
+};
+inline constexpr is_parameter_t is_parameter{};
+
+/// Registered as a buffer (running statistics and the like).
+struct is_buffer_t : selector_base {
+  static constexpr needs requirement = needs::module;
+  bool matches(const tensor_view& v) const noexcept { return v.is_buffer(); }
+  std::string describe() const { return "is_buffer"; }
+};
+inline constexpr is_buffer_t is_buffer{};
+
+} // namespace graft

@@ -1,0 +1,165 @@
+#pragma once
+// select(module, selector): the tensors a selector picks from a model, in PyTorch's order. An
+// empty selection is an error that offers the nearest real names, unless the selector is
+// marked optional(): a silent no-op is the most common fine-tuning bug.
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <graft/error.hpp>
+#include <graft/select/concepts.hpp>
+#include <graft/walk/walk.hpp>
+
+namespace graft {
+
+/// One selected tensor, owning its path.
+struct selected_tensor {
+  std::string path;
+  torch::Tensor tensor;
+  torch::nn::Module* owner;
+  tensor_kind kind;
+};
+
+/// The tensors a selector picked, in walk order.
+class selection {
+public:
+  selection(std::string description, std::vector<selected_tensor> items)
+      : description_(std::move(description)), items_(std::move(items)) {}
+  auto begin() const noexcept { return items_.begin(); }
+  auto end() const noexcept { return items_.end(); }
+  std::size_t size() const noexcept { return items_.size(); }
+  bool empty() const noexcept { return items_.empty(); }
+  const selected_tensor& operator[](std::size_t i) const { return items_[i]; }
+  /// Total number of elements of the selected tensors.
+  std::int64_t numel() const {
+    std::int64_t n = 0;
+    for (auto& t : items_) n += t.tensor.numel();
+    return n;
+  }
+  /// The selector's description.
+  const std::string& description() const noexcept { return description_; }
+  std::vector<std::string> paths() const {
+    std::vector<std::string> p;
+    p.reserve(items_.size());
+    for (auto& t : items_) p.push_back(t.path);
+    return p;
+  }
+
+private:
+  std::string description_;
+  std::vector<selected_tensor> items_;
+};
+
+namespace detail {
+
+inline std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+/// Up to `most` names from `candidates` closest to `wanted`, closest first.
+inline std::vector<std::string> nearest_names(std::string_view wanted, std::vector<std::string> candidates,
+                                              std::size_t most = 3) {
+  std::vector<std::pair<std::size_t, std::string>> scored;
+  std::size_t limit = std::max<std::size_t>(3, wanted.size() / 2);
+  std::sort(candidates.begin(), candidates.end());
+  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+  for (auto& c : candidates) {
+    auto d = edit_distance(wanted, c);
+    if (d <= limit) scored.emplace_back(d, std::move(c));
+  }
+  std::stable_sort(scored.begin(), scored.end(), [](auto& x, auto& y) { return x.first < y.first; });
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < scored.size() && i < most; ++i) out.push_back(std::move(scored[i].second));
+  return out;
+}
+
+template <class S>
+std::string pattern_text(const S& s) {
+  if constexpr (requires { { s.pattern() } -> std::convertible_to<std::string_view>; })
+    return std::string(s.pattern());
+  else
+    return s.describe();
+}
+
+inline std::string kind_text(walk_options o) {
+  return o.parameters && o.buffers ? "tensors" : o.buffers ? "buffers" : "parameters";
+}
+
+/// The "matched nothing" error for a model, with suggestions.
+inline selection_error empty_selection(const torch::nn::Module& m, const std::string& description,
+                                       const std::string& pattern, walk_options opts) {
+  std::vector<std::string> candidates;
+  std::size_t count = 0;
+  for (auto t : walk(m, opts)) {
+    ++count;
+    std::string_view path = t.path();
+    candidates.emplace_back(path);
+    for (auto dot = path.find('.'); dot != std::string_view::npos; dot = path.find('.', dot + 1))
+      candidates.push_back(std::string(path.substr(0, dot)) + ".**");  // every enclosing module
+  }
+  auto near = nearest_names(pattern, std::move(candidates));
+  std::string msg = fmt::format("'{}' matched none of the {} {} of {}", description, count,
+                                kind_text(opts), m.name());
+  if (!near.empty()) {
+    msg += "; did you mean ";
+    for (std::size_t i = 0; i < near.size(); ++i)
+      msg += (i ? (i + 1 == near.size() ? " or '" : ", '") : "'") + near[i] + "'";
+    msg += "?";
+  }
+  msg += " (wrap the selector in graft::optional(...) if matching nothing is fine)";
+  return selection_error(msg);
+}
+
+/// Walks `m` with `sel`, pruning subtrees the selector rules out, calling f(tensor_view) on
+/// every match; returns the number of matches.
+template <selector S, class F>
+std::size_t for_each_match(const torch::nn::Module& m, const S& sel, walk_options opts, F&& f) {
+  std::size_t n = 0;
+  auto prune = [&sel](std::string_view prefix) { return graft::could_match_under(sel, prefix); };
+  for (auto t : walk(m, opts, prune))
+    if (sel.matches(t)) {
+      ++n;
+      f(t);
+    }
+  return n;
+}
+
+/// Throws the "matched nothing" error unless the selector allows it.
+template <selector S>
+void require_nonempty(std::size_t n, const torch::nn::Module& m, const S& sel, walk_options opts) {
+  if constexpr (!allows_empty<S>)
+    if (n == 0) throw empty_selection(m, sel.describe(), pattern_text(sel), opts);
+}
+
+} // namespace detail
+
+/// The tensors of `module` that `sel` selects (by default among its parameters; pass
+/// walk_options{.buffers = true} to include buffers). Throws selection_error if none match,
+/// unless `sel` is optional(...).
+template <selector S>
+selection select(const torch::nn::Module& module, const S& sel, walk_options opts = {}) {
+  std::vector<selected_tensor> out;
+  auto n = detail::for_each_match(module, sel, opts, [&](const tensor_view& t) {
+    out.push_back({std::string(t.path()), t.tensor(), &t.owner(), t.kind()});
+  });
+  detail::require_nonempty(n, module, sel, opts);
+  return selection(sel.describe(), std::move(out));
+}
+
+} // namespace graft
