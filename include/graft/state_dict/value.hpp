@@ -31,7 +31,7 @@ public:
   void set(value key, value v);
   /// Appends key → v without looking for an existing key: for readers whose source cannot
   /// hold duplicates (a pickled dict), where set()'s lookup would cost O(n) per item.
-  void append(value key, value v) { items_.emplace_back(std::move(key), std::move(v)); }
+  void append(value key, value v);
   /// The value under a string key, or nullptr.
   const value* find(std::string_view key) const;
   value* find(std::string_view key);
@@ -143,6 +143,8 @@ inline void dict::set(value key, value v) {
   }
   items_.emplace_back(std::move(key), std::move(v));
 }
+
+inline void dict::append(value key, value v) { items_.emplace_back(std::move(key), std::move(v)); }
 
 inline const value* dict::find(std::string_view key) const {
   for (auto& [k, v] : items_)
