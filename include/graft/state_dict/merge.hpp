@@ -1,0 +1,293 @@
+#pragma once
+// merge(module, policy): load a state dict into a model, transactionally. The plan matches
+// every key, shape and dtype first and builds a load_report; only if the policy accepts the
+// plan are tensors copied (copy_ into the model's own tensors under NoGradGuard, so
+// optimizers and tied weights stay valid). A refused plan throws load_error and leaves the
+// model bit-for-bit unchanged.
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include <graft/detail/module_access.hpp>
+#include <graft/select/select.hpp>
+#include <graft/state_dict/pipeline.hpp>
+#include <graft/state_dict/policy.hpp>
+#include <graft/state_dict/report.hpp>
+#include <graft/state_dict/state_dict.hpp>
+
+namespace graft {
+namespace detail {
+
+struct planned_copy {
+  torch::Tensor dst, src;
+  bool adapt;
+};
+struct load_plan {
+  load_report report;
+  std::vector<planned_copy> copies;
+};
+
+inline bool lossy_dtype_change(c10::ScalarType from, c10::ScalarType to) {
+  // copy_ would silently drop an imaginary part or turn numbers into booleans.
+  return (c10::isComplexType(from) && !c10::isComplexType(to)) || (to == c10::kBool && from != c10::kBool);
+}
+
+// Renames that would turn many unexpected keys into missing ones.
+inline std::vector<std::string> rename_hints(const load_report& r) {
+  std::unordered_set<std::string_view> missing, unexpected;
+  for (auto& m : r.missing) missing.insert(m.key);
+  for (auto& u : r.unexpected) unexpected.insert(u.key);
+  std::map<std::string, std::size_t> strip, add, replace;
+  for (auto& u : r.unexpected) {
+    std::string_view k = u.key;
+    for (auto dot = k.find('.'); dot != std::string_view::npos; dot = k.find('.', dot + 1))
+      if (missing.contains(k.substr(dot + 1))) ++strip[std::string(k.substr(0, dot + 1))];
+  }
+  for (auto& m : r.missing) {
+    std::string_view k = m.key;
+    for (auto dot = k.find('.'); dot != std::string_view::npos; dot = k.find('.', dot + 1))
+      if (unexpected.contains(k.substr(dot + 1))) ++add[std::string(k.substr(0, dot + 1))];
+  }
+  // Same remainder under a different first segment: "classifier.x" vs "fc.x".
+  std::unordered_map<std::string_view, std::vector<std::string_view>> by_rest;
+  for (auto& m : r.missing) {
+    std::string_view k = m.key;
+    if (auto dot = k.find('.'); dot != std::string_view::npos) by_rest[k.substr(dot)].push_back(k.substr(0, dot + 1));
+  }
+  for (auto& u : r.unexpected) {
+    std::string_view k = u.key;
+    auto dot = k.find('.');
+    if (dot == std::string_view::npos) continue;
+    if (auto it = by_rest.find(k.substr(dot)); it != by_rest.end())
+      for (auto head : it->second) ++replace[fmt::format("\"{}\", \"{}\"", k.substr(0, dot + 1), head)];
+  }
+  std::vector<std::pair<std::size_t, std::string>> found;
+  for (auto& [p, n] : strip)
+    found.emplace_back(n, fmt::format("{} unexpected keys start with '{}': strip_prefix(\"{}\") would match them to missing keys", n, p, p));
+  for (auto& [p, n] : add)
+    found.emplace_back(n, fmt::format("{} missing keys are unexpected keys under '{}': add_prefix(\"{}\") would match them", n, p, p));
+  for (auto& [p, n] : replace)
+    if (n >= 2 || r.unexpected.size() == 1)
+      found.emplace_back(n, fmt::format("{} unexpected keys differ from missing keys only in their first segment: replace_prefix({}) would match them", n, p));
+  std::stable_sort(found.begin(), found.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  std::vector<std::string> hints;
+  for (std::size_t i = 0; i < found.size() && i < 3; ++i) hints.push_back(std::move(found[i].second));
+  return hints;
+}
+
+// PyTorch reports an unexpected key from the deepest module its path reaches, visiting modules
+// in pre-order; list them in that order too.
+inline void order_as_pytorch(const torch::nn::Module& root, std::vector<load_report::key_entry>& unexpected) {
+  if (unexpected.size() < 2) return;
+  std::unordered_map<std::string, std::size_t> preorder;
+  std::string path;
+  auto visit = [&](auto& self, const torch::nn::Module& m) -> void {
+    preorder.emplace(path, preorder.size());
+    for (auto& c : own_children(m).items()) {
+      auto len = path.size();
+      path += (len ? "." : "") + c.key();
+      self(self, *c.value());
+      path.resize(len);
+    }
+  };
+  visit(visit, root);
+  auto owner = [&](const std::string& key) {
+    std::size_t best = 0;
+    for (auto dot = key.find('.'); dot != std::string::npos; dot = key.find('.', dot + 1)) {
+      auto it = preorder.find(key.substr(0, dot));
+      if (it == preorder.end()) break;
+      best = it->second;
+    }
+    return best;
+  };
+  std::vector<std::pair<std::size_t, std::size_t>> rank;
+  for (std::size_t i = 0; i < unexpected.size(); ++i) rank.emplace_back(owner(unexpected[i].key), i);
+  std::stable_sort(rank.begin(), rank.end(), [](auto& a, auto& b) { return a.first < b.first; });
+  std::vector<load_report::key_entry> sorted;
+  for (auto& [o, i] : rank) sorted.push_back(std::move(unexpected[i]));
+  unexpected = std::move(sorted);
+}
+
+// The key on the other side most like `key`: the same local name, or a small edit away.
+inline std::string nearest_key(const std::string& key, const std::vector<std::string>& others) {
+  auto local = [](std::string_view k) { return k.substr(k.rfind('.') + 1); };
+  std::string best;
+  std::size_t best_d = std::string::npos;
+  for (auto& o : others) {
+    auto d = edit_distance(key, o);
+    bool close = local(o) == local(key) || d <= key.size() / 2;
+    if (close && d < best_d) best = o, best_d = d;
+  }
+  return best;
+}
+
+inline load_plan plan(const torch::nn::Module& module, const state_dict& sd, const load_policy& policy) {
+  load_plan p;
+  auto& r = p.report;
+  struct model_entry {
+    torch::Tensor tensor;
+    bool seen = false;
+  };
+  std::vector<std::string> order;
+  std::unordered_map<std::string, model_entry> model;
+  for (auto t : walk(module, walk_options::state())) {
+    order.emplace_back(t.path());
+    model.emplace(order.back(), model_entry{t.tensor()});
+  }
+  for (auto& e : sd) {
+    auto it = model.find(e.key);
+    if (it == model.end()) {
+      r.unexpected.push_back({e.key, policy.unexpected.accepts(e.key), {}});
+      continue;
+    }
+    auto& me = it->second;
+    me.seen = true;
+    const auto& mt = me.tensor;
+    auto ms = mt.sizes(), cs = e.tensor.sizes();
+    bool same_shape = ms == cs;
+    bool dtype_ok = mt.scalar_type() == e.tensor.scalar_type() ||
+                    (policy.convert_dtype && !lossy_dtype_change(e.tensor.scalar_type(), mt.scalar_type()));
+    if (same_shape && dtype_ok) {
+      r.loaded.push_back({e.key, e.source_key, {ms.begin(), ms.end()}, e.tensor.scalar_type(), mt.scalar_type()});
+      p.copies.push_back({mt, e.tensor, false});
+      continue;
+    }
+    bool adapt = dtype_ok && ms.size() == cs.size() && policy.adapt.accepts(e.key);
+    r.mismatched.push_back({e.key, e.source_key, {ms.begin(), ms.end()}, {cs.begin(), cs.end()}, mt.scalar_type(),
+                            e.tensor.scalar_type(), adapt || policy.mismatched.accepts(e.key), adapt});
+    if (adapt) p.copies.push_back({mt, e.tensor, true});
+  }
+  for (auto& k : order)
+    if (!model[k].seen) r.missing.push_back({k, policy.missing.accepts(k), {}});
+  order_as_pytorch(module, r.unexpected);
+  // Nearest names across the two sides, for the keys that are not allowed.
+  if (!r.missing.empty() && !r.unexpected.empty()) {
+    auto unexpected = load_report::keys_of(r.unexpected);
+    auto missing = load_report::keys_of(r.missing);
+    for (auto& m : r.missing)
+      if (!m.allowed) m.nearest = nearest_key(m.key, unexpected);
+    for (auto& u : r.unexpected)
+      if (!u.allowed) u.nearest = nearest_key(u.key, missing);
+    r.hints = rename_hints(r);
+  }
+  return p;
+}
+
+inline void commit(const load_plan& p) {
+  torch::NoGradGuard no_grad;
+  for (auto& c : p.copies) {
+    if (!c.adapt) {
+      c.dst.copy_(c.src);
+      continue;
+    }
+    auto dst = c.dst, src = c.src;
+    for (int64_t d = 0; d < dst.dim(); ++d) {
+      auto n = std::min(dst.size(d), src.size(d));
+      dst = dst.narrow(d, 0, n);
+      src = src.narrow(d, 0, n);
+    }
+    dst.copy_(src);
+  }
+}
+
+inline void refuse(const torch::nn::Module& module, load_report r) {
+  bool keys = std::any_of(r.missing.begin(), r.missing.end(), [](auto& e) { return !e.allowed; }) ||
+              std::any_of(r.unexpected.begin(), r.unexpected.end(), [](auto& e) { return !e.allowed; });
+  auto what = fmt::format("cannot load into {}; the model is unchanged.\n{}", module.name(), r);
+  throw load_error(keys ? error_kind::key : error_kind::shape, what, std::move(r));
+}
+
+} // namespace detail
+
+/// Plans loading `sd` into `module` without changing anything: the report a merge would give.
+inline load_report preview(const torch::nn::Module& module, const state_dict& sd, const load_policy& policy = {}) {
+  return detail::plan(module, sd, policy).report;
+}
+
+/// Loads `sd` into `module` if `policy` accepts the plan; otherwise throws load_error and
+/// changes nothing. Returns the report.
+inline load_report merge(torch::nn::Module& module, const state_dict& sd, const load_policy& policy = {}) {
+  auto p = detail::plan(module, sd, policy);
+  if (!p.report.accepted()) detail::refuse(module, std::move(p.report));
+  detail::commit(p);
+  return std::move(p.report);
+}
+
+/// The sink merge(module, policy) makes.
+class merge_sink : public pipe_base {
+public:
+  merge_sink(torch::nn::Module& m, load_policy p) : module_(&m), policy_(std::move(p)) {}
+  load_report consume(state_dict&& sd) const { return merge(*module_, sd, policy_); }
+
+private:
+  torch::nn::Module* module_;
+  load_policy policy_;
+};
+/// Ends a pipeline by loading into `module` (see merge(module, sd, policy)).
+inline merge_sink merge(torch::nn::Module& module, load_policy policy = {}) { return {module, std::move(policy)}; }
+
+/// The sink preview(module, policy) makes.
+class preview_sink : public pipe_base {
+public:
+  preview_sink(const torch::nn::Module& m, load_policy p) : module_(&m), policy_(std::move(p)) {}
+  load_report consume(state_dict&& sd) const { return preview(*module_, sd, policy_); }
+
+private:
+  const torch::nn::Module* module_;
+  load_policy policy_;
+};
+/// Ends a pipeline with the report a merge would give, changing nothing.
+inline preview_sink preview(const torch::nn::Module& module, load_policy policy = {}) { return {module, std::move(policy)}; }
+
+/// The stage validate(module, policy) makes.
+class validate_stage : public pipe_base {
+public:
+  validate_stage(const torch::nn::Module& m, load_policy p) : module_(&m), policy_(std::move(p)) {}
+  void run(state_dict& sd) const {
+    auto r = preview(*module_, sd, policy_);
+    if (!r.accepted()) detail::refuse(*module_, std::move(r));
+  }
+  std::string describe() const { return "validate"; }
+
+private:
+  const torch::nn::Module* module_;
+  load_policy policy_;
+};
+/// A stage that checks the state dict against `module` and `policy` and passes it on
+/// unchanged, or throws load_error: fail before saving or merging elsewhere.
+inline validate_stage validate(const torch::nn::Module& module, load_policy policy = {}) {
+  return {module, std::move(policy)};
+}
+
+/// The sink collect() makes.
+struct collect_sink : pipe_base {
+  state_dict consume(state_dict&& sd) const { return std::move(sd); }
+};
+/// Ends a pipeline with its state dict.
+inline collect_sink collect() { return {}; }
+
+/// The source from(module) makes: the module's own tensors under Python's keys.
+class module_source : public pipe_base {
+public:
+  explicit module_source(const torch::nn::Module& m) : module_(&m) {}
+  state_dict load() const { return state_dict(*module_); }
+  std::string describe() const { return "from(" + module_->name() + ")"; }
+
+private:
+  const torch::nn::Module* module_;
+};
+/// A module's state as a pipeline source (its live tensors, not copies).
+inline module_source from(const torch::nn::Module& module) { return module_source(module); }
+
+} // namespace graft

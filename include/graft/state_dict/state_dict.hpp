@@ -1,0 +1,163 @@
+#pragma once
+// state_dict: an ordered list of (dotted key → tensor) entries, plus the non-tensor values a
+// checkpoint carries (epoch, config, ...). Made from a module with Python's keys and order,
+// or flattened from a checkpoint's object tree.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <torch/nn/module.h>
+
+#include <graft/error.hpp>
+#include <graft/state_dict/value.hpp>
+#include <graft/walk/walk.hpp>
+
+namespace graft {
+
+/// One tensor of a state dict. `source_key` is the key it had where it was read, before renames.
+struct state_entry {
+  std::string key;
+  torch::Tensor tensor;
+  std::string source_key;
+
+  std::string_view path() const noexcept { return key; }
+  std::string_view name() const noexcept {
+    auto dot = std::string_view(key).rfind('.');
+    return dot == std::string_view::npos ? std::string_view(key) : std::string_view(key).substr(dot + 1);
+  }
+};
+
+/// Ordered dotted-key → tensor entries with unique keys, and the non-tensor values beside them.
+class state_dict {
+public:
+  state_dict() = default;
+
+  /// The module's parameters and buffers under Python's state_dict() keys and order (tied
+  /// tensors under every name). The tensors are the module's own (no copy): detach().clone()
+  /// them, or save them, to keep a snapshot.
+  explicit state_dict(const torch::nn::Module& module) {
+    for (auto t : walk(module, walk_options::state())) insert(std::string(t.path()), t.tensor());
+  }
+
+  /// Flattens an object tree: nested dicts and lists join their keys with '.', tensors become
+  /// entries, everything else becomes an extra under its dotted key.
+  static state_dict from_value(const value& root) {
+    state_dict sd;
+    std::string key;
+    sd.flatten(root, key);
+    return sd;
+  }
+
+  /// Appends an entry; a key_error if the key is already there.
+  void insert(std::string key, torch::Tensor tensor, std::string source_key = {}) {
+    if (source_key.empty()) source_key = key;
+    auto [it, fresh] = index_.try_emplace(key, entries_.size());
+    if (!fresh)
+      throw key_error(fmt::format("two entries are named '{}' (from '{}' and '{}')", key,
+                                  entries_[it->second].source_key, source_key));
+    entries_.push_back({std::move(key), std::move(tensor), std::move(source_key)});
+  }
+
+  /// The entry under `key`, or nullptr.
+  const state_entry* find(std::string_view key) const {
+    auto it = index_.find(std::string(key));
+    return it == index_.end() ? nullptr : &entries_[it->second];
+  }
+  bool contains(std::string_view key) const { return find(key) != nullptr; }
+  /// The tensor under `key`; a key_error naming the key if it is absent.
+  const torch::Tensor& at(std::string_view key) const {
+    if (auto* e = find(key)) return e->tensor;
+    throw key_error(fmt::format("no tensor '{}' in this state dict of {} entries", key, entries_.size()));
+  }
+
+  std::size_t size() const noexcept { return entries_.size(); }
+  bool empty() const noexcept { return entries_.empty(); }
+  auto begin() const noexcept { return entries_.begin(); }
+  auto end() const noexcept { return entries_.end(); }
+  const std::vector<state_entry>& entries() const noexcept { return entries_; }
+  std::vector<std::string> keys() const {
+    std::vector<std::string> k;
+    k.reserve(entries_.size());
+    for (auto& e : entries_) k.push_back(e.key);
+    return k;
+  }
+  /// Total bytes of tensor data.
+  std::int64_t nbytes() const {
+    std::int64_t n = 0;
+    for (auto& e : entries_) n += e.tensor.numel() * static_cast<std::int64_t>(e.tensor.element_size());
+    return n;
+  }
+
+  /// Non-tensor values (epoch, hyper-parameters, ...) by dotted key, in file order.
+  std::vector<std::pair<std::string, value>>& extras() noexcept { return extras_; }
+  const std::vector<std::pair<std::string, value>>& extras() const noexcept { return extras_; }
+  /// The extra under `key`, or nullptr.
+  const value* extra(std::string_view key) const {
+    for (auto& [k, v] : extras_)
+      if (k == key) return &v;
+    return nullptr;
+  }
+
+  /// The entries as a flat dict of key → tensor (extras as values under their keys).
+  value to_value() const {
+    dict d;
+    d.reserve(entries_.size() + extras_.size());
+    for (auto& e : entries_) d.append(e.key, e.tensor);
+    for (auto& [k, v] : extras_) d.append(k, v);
+    return d;
+  }
+
+  /// Moves the entries out (for stages that rebuild the dict); the dict keeps its extras.
+  std::vector<state_entry> release_entries() {
+    index_.clear();
+    return std::move(entries_);
+  }
+  void reserve(std::size_t n) {
+    entries_.reserve(n);
+    index_.reserve(n);
+  }
+
+private:
+  void flatten(const value& v, std::string& key) {
+    auto child = [&](const std::string& k, const value& c) {
+      auto len = key.size();
+      if (!key.empty()) key += '.';
+      key += k;
+      flatten(c, key);
+      key.resize(len);
+    };
+    if (v.is_tensor()) {
+      insert(key, v.as_tensor());
+    } else if (v.is_dict()) {
+      for (auto& [k, c] : v.as_dict()) child(k.key_text(), c);
+    } else if (v.is_sequence() && has_tensor(v)) {
+      auto& items = v.as_sequence().items;
+      for (std::size_t i = 0; i < items.size(); ++i) child(std::to_string(i), items[i]);
+    } else {
+      extras_.emplace_back(key, v);
+    }
+  }
+  static bool has_tensor(const value& v) {
+    if (v.is_tensor()) return true;
+    if (v.is_dict()) {
+      for (auto& [k, c] : v.as_dict())
+        if (has_tensor(c)) return true;
+    } else if (v.is_sequence()) {
+      for (auto& c : v.as_sequence().items)
+        if (has_tensor(c)) return true;
+    }
+    return false;
+  }
+
+  std::vector<state_entry> entries_;
+  std::unordered_map<std::string, std::size_t> index_;
+  std::vector<std::pair<std::string, value>> extras_;
+};
+
+} // namespace graft
