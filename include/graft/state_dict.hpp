@@ -7,3 +7,4 @@
 #include <graft/state_dict/policy.hpp>
 #include <graft/state_dict/report.hpp>
 #include <graft/state_dict/merge.hpp>
+#include <graft/state_dict/reinit.hpp>
