@@ -1,0 +1,166 @@
+#pragma once
+// graft::lr_scheduler: attaches a schedule description to any libtorch optimizer and sets every
+// param group's lr (through OptimizerOptions::set_lr) from that group's own base lr.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/optimizer.h>
+#include <torch/optim/rmsprop.h>
+#include <torch/optim/sgd.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+#include <torch/types.h>
+
+#include <graft/optim/schedules/concepts.hpp>
+
+namespace graft {
+namespace detail {
+
+/// The schedule behind an lr_scheduler, with its type erased.
+struct any_schedule {
+  virtual ~any_schedule() = default;
+  virtual double lr(std::int64_t epoch, const group_base& g) const = 0;
+  virtual std::optional<double> momentum(std::int64_t epoch, const group_base& g) const = 0;
+  virtual void check_groups(std::size_t groups) const = 0;
+  virtual std::string name() const = 0;
+};
+
+template <lr_schedule S>
+struct schedule_model final : any_schedule {
+  S s;
+  explicit schedule_model(S x) : s(std::move(x)) {}
+  double lr(std::int64_t e, const group_base& g) const override { return s.lr(e, g); }
+  std::optional<double> momentum(std::int64_t e, const group_base& g) const override {
+    if constexpr (momentum_schedule<S>) return s.momentum(e, g);
+    else return std::nullopt;
+  }
+  void check_groups(std::size_t n) const override {
+    if constexpr (group_checked_schedule<S>) s.check_groups(n);
+  }
+  std::string name() const override { return s.name(); }
+};
+
+/// Where a group keeps the momentum a one-cycle drives (PyTorch's 'momentum' or betas[0]), or null.
+inline double* momentum_slot(torch::optim::OptimizerOptions& o) {
+  using namespace torch::optim;
+  if (auto* p = dynamic_cast<SGDOptions*>(&o)) return &p->momentum();
+  if (auto* p = dynamic_cast<RMSpropOptions*>(&o)) return &p->momentum();
+  if (auto* p = dynamic_cast<AdamOptions*>(&o)) return &std::get<0>(p->betas());
+  if (auto* p = dynamic_cast<AdamWOptions*>(&o)) return &std::get<0>(p->betas());
+  return nullptr;
+}
+
+} // namespace detail
+
+/// Drives every param group of a libtorch optimizer by a schedule; attaching sets epoch 0's lrs,
+/// each step() moves one epoch (PyTorch's scheduler.step()). Groups added to the optimizer later
+/// are picked up by the next step(), their lr at that moment becoming their base lr.
+class lr_scheduler {
+public:
+  /// Attaches `schedule`; each group's current lr becomes its base lr. Throws option_error on bad settings.
+  template <lr_schedule S>
+  lr_scheduler(torch::optim::Optimizer& optimizer, S schedule) : optimizer_(&optimizer) {
+    schedule.validate();
+    schedule_ = std::make_unique<detail::schedule_model<S>>(std::move(schedule));
+    apply(0, {});
+  }
+
+  /// Moves to the next epoch and sets every group's lr (and momentum, for one_cycle).
+  void step() { apply(epoch_ + 1, base_lrs_); }
+
+  /// The epoch whose lrs are set: 0 after attaching, +1 per step() (PyTorch's last_epoch).
+  std::int64_t epoch() const noexcept { return epoch_; }
+  /// The lrs set by the last step (or by attaching), one per group (PyTorch's get_last_lr()).
+  const std::vector<double>& last_lrs() const noexcept { return last_lrs_; }
+  /// Each known group's base lr (PyTorch's base_lrs / initial_lr).
+  const std::vector<double>& base_lrs() const noexcept { return base_lrs_; }
+  /// What the known groups' lrs would be at `epoch`, without setting them.
+  std::vector<double> lrs_at(std::int64_t epoch) const {
+    std::vector<double> lrs;
+    for (std::size_t i = 0; i < base_lrs_.size(); ++i) lrs.push_back(schedule_->lr(epoch, {i, base_lrs_[i]}));
+    return lrs;
+  }
+  /// The schedule's name, e.g. "cosine_annealing" or "warmup(step_lr)".
+  std::string schedule_name() const { return schedule_->name(); }
+
+  /// Writes the epoch, base lrs and schedule name (not the schedule's settings: they are code).
+  void save(torch::serialize::OutputArchive& archive) const {
+    archive.write("schedule", c10::IValue(schedule_->name()));
+    archive.write("epoch", c10::IValue(epoch_));
+    archive.write("base_lrs", torch::tensor(base_lrs_, torch::kFloat64));
+  }
+  /// Restores epoch and base lrs and sets the optimizer's lrs for that epoch, so training resumes
+  /// exactly. Throws key_error for a missing entry, state_error for another schedule or more groups.
+  void load(torch::serialize::InputArchive& archive);
+
+  /// `archive << sched`, so torch::save(sched, path) works.
+  friend torch::serialize::OutputArchive& operator<<(torch::serialize::OutputArchive& a,
+                                                     const lr_scheduler& s) {
+    s.save(a);
+    return a;
+  }
+  /// `archive >> sched`, so torch::load(sched, path) works.
+  friend torch::serialize::InputArchive& operator>>(torch::serialize::InputArchive& a, lr_scheduler& s) {
+    s.load(a);
+    return a;
+  }
+
+private:
+  // Computes everything for `epoch` first and commits only if nothing threw.
+  void apply(std::int64_t epoch, std::vector<double> bases) {
+    auto& groups = optimizer_->param_groups();
+    if (groups.size() < bases.size())
+      throw state_error(fmt::format("lr_scheduler: the optimizer has {} param groups, fewer than the {} "
+                                    "the scheduler drives", groups.size(), bases.size()));
+    schedule_->check_groups(groups.size());
+    for (auto i = bases.size(); i < groups.size(); ++i) bases.push_back(groups[i].options().get_lr());
+    std::vector<double> lrs;
+    std::vector<std::pair<double*, double>> momenta;
+    for (std::size_t i = 0; i < groups.size(); ++i) {
+      lrs.push_back(schedule_->lr(epoch, {i, bases[i]}));
+      if (auto m = schedule_->momentum(epoch, {i, bases[i]})) {
+        auto* slot = detail::momentum_slot(groups[i].options());
+        if (!slot)
+          throw option_error(fmt::format(
+              "{}.cycle_momentum needs an optimizer with momentum or betas (SGD, RMSprop, Adam, "
+              "AdamW), but param group {} has neither; set .cycle_momentum = false",
+              schedule_->name(), i));
+        momenta.emplace_back(slot, *m);
+      }
+    }
+    for (std::size_t i = 0; i < groups.size(); ++i) groups[i].options().set_lr(lrs[i]);
+    for (auto [slot, m] : momenta) *slot = m;
+    epoch_ = epoch;
+    base_lrs_ = std::move(bases);
+    last_lrs_ = std::move(lrs);
+  }
+
+  torch::optim::Optimizer* optimizer_;
+  std::unique_ptr<detail::any_schedule> schedule_;
+  std::int64_t epoch_ = 0;
+  std::vector<double> base_lrs_;
+  std::vector<double> last_lrs_;
+};
+
+inline void lr_scheduler::load(torch::serialize::InputArchive& archive) {
+  c10::IValue name, epoch;
+  torch::Tensor bases;
+  if (!archive.try_read("schedule", name) || !archive.try_read("epoch", epoch) ||
+      !archive.try_read("base_lrs", bases))
+    throw key_error("lr_scheduler.load: the archive lacks 'schedule', 'epoch' or 'base_lrs'");
+  if (name.toStringRef() != schedule_->name())
+    throw state_error(fmt::format("lr_scheduler.load: the archive holds a '{}' schedule, this scheduler "
+                                  "runs '{}'", name.toStringRef(), schedule_->name()));
+  bases = bases.to(torch::kFloat64).contiguous();
+  std::vector<double> restored(bases.data_ptr<double>(), bases.data_ptr<double>() + bases.numel());
+  apply(epoch.toInt(), std::move(restored));
+}
+
+} // namespace graft
