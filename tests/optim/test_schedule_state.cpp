@@ -2,6 +2,9 @@
 
 #include "test_schedule_support.hpp"
 
+#include <cmath>
+#include <functional>
+
 using namespace graft::test;
 
 namespace {
@@ -78,6 +81,35 @@ run("step", [0.1, 0.01, 0.5, 0.05], lambda o: L.StepLR(o, step_size=2, gamma=0.5
       sched.step();
     }
   }
+}
+
+TEST_CASE("lambda_lr: a group past per_group follows .factor, and without it the step is refused") {
+  auto out = run_python(std::string(python_prelude) + R"(
+run("lambda", [0.1, 0.01, 0.5], lambda o: L.LambdaLR(o, [lambda e: 0.9 ** e, lambda e: e // 2 + 1, lambda e: 0.5 ** e]), 8)
+)");
+  auto expected = parse_traces(out, "lr").at("lambda");
+  auto f0 = [](std::int64_t e) { return std::pow(0.9, double(e)); };
+  auto f1 = [](std::int64_t e) { return double(e / 2 + 1); };
+  auto opt = make_optimizer(opt_kind::sgd, {0.1, 0.01});
+  graft::lr_scheduler sched(
+      *opt, graft::lambda_lr{.factor = [](std::int64_t e) { return std::pow(0.5, double(e)); }, .per_group = {f0, f1}});
+  for (int e = 0; e < 8; ++e) {
+    if (e == 2) add_group(*opt, 0.5);
+    auto lrs = group_lrs(*opt);
+    for (std::size_t g = 0; g < lrs.size(); ++g)
+      if (g < 2 || e > 2) CHECK(lrs[g] == Approx(expected[e][g]).epsilon(1e-9));
+    sched.step();
+  }
+
+  auto strict_opt = make_optimizer(opt_kind::sgd, {0.1, 0.01});
+  graft::lr_scheduler strict(*strict_opt, graft::lambda_lr{.per_group = {f0, f1}});
+  strict.step();
+  add_group(*strict_opt, 0.5);
+  CHECK(message_of([&] { strict.step(); }) ==
+        "[graft.option] lambda_lr.per_group has 2 functions but the optimizer has 3 param groups "
+        "(set .factor for groups beyond the list)");
+  CHECK(strict.epoch() == 1);
+  CHECK(strict.base_lrs().size() == 2);
 }
 
 TEST_CASE("a resumed scheduler continues exactly like an uninterrupted one") {

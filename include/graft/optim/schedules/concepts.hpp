@@ -47,7 +47,7 @@ concept group_checked_schedule = lr_schedule<S> && requires(const S& s, std::siz
   s.check_groups(groups);
 };
 
-namespace detail {
+namespace detail::sched {
 
 /// Throws option_error unless `value` is finite and > 0; `setting` reads like "step_lr.gamma".
 inline void require_positive(std::string_view setting, double value) {
@@ -66,5 +66,5 @@ inline void require_count(std::string_view setting, std::int64_t value) {
   if (value < 1) throw option_error(fmt::format("{} must be >= 1, got {}", setting, value));
 }
 
-} // namespace detail
+} // namespace detail::sched
 } // namespace graft

@@ -17,7 +17,7 @@ struct cosine_annealing {
   double eta_min = 0.0;   ///< the lowest lr, >= 0 (absolute, the same for every group)
 
   void validate() const {
-    detail::require_count("cosine_annealing.t_max", t_max);
+    detail::sched::require_count("cosine_annealing.t_max", t_max);
     if (!(eta_min >= 0) || !std::isfinite(eta_min))
       throw option_error(fmt::format("cosine_annealing.eta_min must be >= 0, got {}", eta_min));
   }

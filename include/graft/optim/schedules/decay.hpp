@@ -18,8 +18,8 @@ struct step_lr {
   double gamma = 0.1;         ///< factor applied at each decay, > 0
 
   void validate() const {
-    detail::require_count("step_lr.step_size", step_size);
-    detail::require_positive("step_lr.gamma", gamma);
+    detail::sched::require_count("step_lr.step_size", step_size);
+    detail::sched::require_positive("step_lr.gamma", gamma);
   }
   double lr(std::int64_t epoch, const group_base& g) const {
     return g.lr * std::pow(gamma, static_cast<double>(epoch / step_size));
@@ -32,7 +32,7 @@ struct multi_step_lr {
   std::vector<std::int64_t> milestones = {}; ///< epochs at which to decay, in any order
   double gamma = 0.1;                        ///< factor applied at each milestone, > 0
 
-  void validate() const { detail::require_positive("multi_step_lr.gamma", gamma); }
+  void validate() const { detail::sched::require_positive("multi_step_lr.gamma", gamma); }
   double lr(std::int64_t epoch, const group_base& g) const {
     auto passed = std::count_if(milestones.begin(), milestones.end(),
                                 [&](std::int64_t m) { return m <= epoch; });
@@ -45,7 +45,7 @@ struct multi_step_lr {
 struct exponential_lr {
   double gamma = 0; ///< factor applied every epoch, > 0
 
-  void validate() const { detail::require_positive("exponential_lr.gamma", gamma); }
+  void validate() const { detail::sched::require_positive("exponential_lr.gamma", gamma); }
   double lr(std::int64_t epoch, const group_base& g) const {
     return g.lr * std::pow(gamma, static_cast<double>(epoch));
   }
@@ -61,7 +61,7 @@ struct constant_lr {
     // PyTorch accepts 0 but then divides by it when restoring the lr.
     if (!(factor > 0 && factor <= 1))
       throw option_error(fmt::format("constant_lr.factor must be in (0, 1], got {}", factor));
-    detail::require_count("constant_lr.total_iters", total_iters);
+    detail::sched::require_count("constant_lr.total_iters", total_iters);
   }
   double lr(std::int64_t epoch, const group_base& g) const {
     return g.lr * (factor + (epoch >= total_iters ? 1.0 - factor : 0.0));

@@ -22,8 +22,8 @@ struct linear_lr {
     if (!(start_factor > 0 && start_factor <= 1))
       throw option_error(
           fmt::format("linear_lr.start_factor must be in (0, 1], got {}", start_factor));
-    detail::require_between("linear_lr.end_factor", end_factor, 0, 1);
-    detail::require_count("linear_lr.total_iters", total_iters);
+    detail::sched::require_between("linear_lr.end_factor", end_factor, 0, 1);
+    detail::sched::require_count("linear_lr.total_iters", total_iters);
   }
   double lr(std::int64_t epoch, const group_base& g) const {
     // Same operation order as PyTorch's closed form, so values agree to the last bits.
@@ -42,7 +42,7 @@ struct linear_warmup {
     if (!(start_factor > 0 && start_factor <= 1))
       throw option_error(
           fmt::format("linear_warmup.start_factor must be in (0, 1], got {}", start_factor));
-    detail::require_count("linear_warmup.steps", steps);
+    detail::sched::require_count("linear_warmup.steps", steps);
   }
   double lr(std::int64_t epoch, const group_base& g) const {
     return linear_lr{start_factor, 1.0, steps}.lr(epoch, g);

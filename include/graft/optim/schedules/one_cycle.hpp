@@ -34,11 +34,11 @@ struct one_cycle {
   bool three_phase = false;           ///< rise, fall back to the initial lr, then anneal to the final
 
   void validate() const {
-    detail::require_count("one_cycle.total_steps", total_steps);
-    detail::require_between("one_cycle.pct_start", pct_start, 0, 1);
-    detail::require_positive("one_cycle.div_factor", div_factor);
-    detail::require_positive("one_cycle.final_div_factor", final_div_factor);
-    for (double m : max_lr) detail::require_positive("one_cycle.max_lr", m);
+    detail::sched::require_count("one_cycle.total_steps", total_steps);
+    detail::sched::require_between("one_cycle.pct_start", pct_start, 0, 1);
+    detail::sched::require_positive("one_cycle.div_factor", div_factor);
+    detail::sched::require_positive("one_cycle.final_div_factor", final_div_factor);
+    for (double m : max_lr) detail::sched::require_positive("one_cycle.max_lr", m);
     // A phase of length 0 makes PyTorch divide by zero (ZeroDivisionError) when it is reached.
     auto ends = phase_ends();
     double start = 0;
