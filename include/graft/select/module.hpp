@@ -7,9 +7,7 @@
 #include <typeinfo>
 
 #include <c10/util/Type.h>
-#include <torch/nn/modules/batchnorm.h>
-#include <torch/nn/modules/instancenorm.h>
-#include <torch/nn/modules/normalization.h>
+#include <torch/nn.h>  // the module headers are not self-contained: take them whole
 
 #include <graft/select/basic.hpp>
 #include <graft/select/concepts.hpp>

@@ -10,11 +10,7 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <torch/nn/modules/batchnorm.h>
-#include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/normalization.h>
+#include <torch/nn.h>  // the module headers are not self-contained: take them whole
 #include <torch/utils.h>
 
 #include <graft/error.hpp>
