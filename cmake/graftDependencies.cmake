@@ -38,3 +38,16 @@ if(NOT TARGET graft::re2)
       INTERFACE_LINK_LIBRARIES "${GRAFT_RE2_LIBRARY}")
   endif()
 endif()
+
+# Under add_subdirectory, imported targets are visible only in the directory that found them;
+# graft::graft names them in its interface (torch's even through generator expressions), so
+# make every target imported here global.
+if(NOT CMAKE_CURRENT_SOURCE_DIR STREQUAL CMAKE_SOURCE_DIR)
+  get_directory_property(_graft_imported IMPORTED_TARGETS)
+  foreach(t IN LISTS _graft_imported)
+    get_target_property(_graft_global "${t}" IMPORTED_GLOBAL)
+    if(NOT _graft_global)
+      set_target_properties("${t}" PROPERTIES IMPORTED_GLOBAL TRUE)
+    endif()
+  endforeach()
+endif()

@@ -5,7 +5,7 @@
 
 using namespace graft::literals;
 
-struct net_impl : torch::nn::Module {
+struct netImpl : torch::nn::Module {
   torch::nn::Linear body{register_module("body", torch::nn::Linear(4, 8))};
   torch::nn::Linear fc{register_module("fc", torch::nn::Linear(8, 2))};
 };
