@@ -1,0 +1,343 @@
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <graft/optim.hpp>
+#include <graft/select.hpp>
+#include <graft/transforms.hpp>
+
+#include "oracle.hpp"
+#include "resnet.hpp"
+
+using namespace graft::literals;
+using Catch::Matchers::Contains;
+using Catch::Matchers::Message;
+
+namespace {
+std::vector<std::string> paths_of(const torch::nn::Module& m, const torch::optim::OptimizerParamGroup& g) {
+  std::map<const void*, std::string> names;
+  for (auto& p : m.named_parameters()) names.emplace(p.value().unsafeGetTensorImpl(), p.key());
+  std::vector<std::string> out;
+  for (auto& p : g.params()) out.push_back(names.at(p.unsafeGetTensorImpl()));
+  return out;
+}
+const torch::optim::SGDOptions& sgd(const torch::optim::OptimizerParamGroup& g) {
+  return static_cast<const torch::optim::SGDOptions&>(g.options());
+}
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+} // namespace
+
+TEST_CASE("param groups equal the split a user writes by hand", "[optim][param_groups]") {
+  auto net = models::resnet(18, 10);
+  auto base = torch::optim::SGDOptions(1e-3).momentum(0.9).weight_decay(1e-3);
+  auto groups = graft::param_groups(*net)
+                    .group("head", "fc.**"_glob, {.lr_scale = 10})
+                    .group("no_decay", graft::bias | graft::norm_layers, {.weight_decay = 0})
+                    .rest("backbone")
+                    .build(base);
+
+  // The Python recipe: for name, p in model.named_parameters(): if name.startswith("fc."): ...
+  std::vector<std::string> head, no_decay, backbone;
+  for (auto& p : net->named_parameters()) {
+    const auto& k = p.key();
+    bool norm = k.find(".bn") != std::string::npos || k.starts_with("bn1.") || k.find("downsample.1.") != std::string::npos;
+    if (k.starts_with("fc.")) head.push_back(k);
+    else if (k.ends_with(".bias") || norm) no_decay.push_back(k);
+    else backbone.push_back(k);
+  }
+  REQUIRE(groups.size() == 3);
+  CHECK(groups.names() == std::vector<std::string>{"head", "no_decay", "backbone"});
+  CHECK(paths_of(*net, groups["head"]) == head);
+  CHECK(paths_of(*net, groups["no_decay"]) == no_decay);
+  CHECK(paths_of(*net, groups["backbone"]) == backbone);
+
+  CHECK(sgd(groups["head"]).lr() == base.lr() * 10);
+  CHECK(sgd(groups["head"]).weight_decay() == base.weight_decay());
+  CHECK(sgd(groups["no_decay"]).lr() == base.lr());
+  CHECK(sgd(groups["no_decay"]).weight_decay() == 0);
+  CHECK(sgd(groups["backbone"]).weight_decay() == base.weight_decay());
+  for (auto& g : groups.groups()) CHECK(sgd(g).momentum() == base.momentum());
+
+  // Every parameter once, and the bookkeeping agrees with the groups.
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    total += groups.groups()[i].params().size();
+    CHECK(groups.info()[i].tensors == groups.groups()[i].params().size());
+    std::int64_t n = 0;
+    for (auto& p : groups.groups()[i].params()) n += p.numel();
+    CHECK(groups.info()[i].elements == n);
+  }
+  CHECK(total == net->parameters().size());
+  CHECK(groups.group_of("fc.bias") == "head");
+  CHECK(groups.group_of("layer2.0.downsample.1.weight") == "no_decay");
+  CHECK(groups.group_of("conv1.weight") == "backbone");
+  CHECK(groups.index_of("backbone") == 2);
+  CHECK_THROWS_MATCHES(groups.index_of("body"), graft::key_error,
+                       Message("[graft.key] no param group named 'body'; the groups are 'head', 'no_decay', 'backbone'"));
+
+  torch::optim::SGD opt(groups, base);
+  REQUIRE(opt.param_groups().size() == 3);
+  CHECK(sgd(opt.param_groups()[groups.index_of("head")]).lr() == base.lr() * 10);
+}
+
+TEST_CASE("SGD steps use each group's learning rate", "[optim][param_groups]") {
+  torch::manual_seed(3);
+  auto net = models::resnet(18, 4);
+  double base_lr = 0.05;
+  auto groups = graft::param_groups(*net)
+                    .group("head", "fc.**"_glob, {.lr_scale = 10})
+                    .group("late", "layer4.**"_glob, {.lr = 0.003})
+                    .rest("backbone")
+                    .build(torch::optim::SGDOptions(base_lr));
+  torch::optim::SGD opt(groups, torch::optim::SGDOptions(base_lr));
+  auto x = torch::randn({4, 3, 32, 32});
+  auto y = torch::tensor({0, 1, 2, 3});
+  opt.zero_grad();
+  torch::nn::functional::cross_entropy(net->forward(x), y).backward();
+  std::vector<torch::Tensor> before, grads;
+  for (auto& p : net->parameters()) {
+    before.push_back(p.detach().clone());
+    grads.push_back(p.grad().clone());
+  }
+  opt.step();
+  auto params = net->named_parameters();
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto& k = params[i].key();
+    double lr = sgd(groups[*groups.group_of(k)]).lr();
+    double expected_lr = k.starts_with("fc.") ? base_lr * 10 : k.starts_with("layer4.") ? 0.003 : base_lr;
+    INFO(k);
+    CHECK(lr == expected_lr);
+    CHECK(torch::allclose(before[i] - params[i].value().detach(), lr * grads[i], 1e-5, 1e-7));
+  }
+}
+
+TEST_CASE("frozen parameters stay out of the groups unless asked for", "[optim][param_groups]") {
+  torch::manual_seed(4);
+  auto net = models::resnet(18, 4);
+  graft::freeze(*net, !"fc.**"_glob);
+  auto groups = graft::param_groups(*net).group("head", "fc.**"_glob).build(torch::optim::SGDOptions(0.1));
+  CHECK(paths_of(*net, groups["head"]) == std::vector<std::string>{"fc.weight", "fc.bias"});
+  std::size_t out = 0;
+  for (auto& p : groups.parameters()) out += !p.group.has_value();
+  CHECK(out == 60);
+  CHECK_FALSE(groups.parameters().front().trainable);
+
+  // Frozen parameters never move, trained ones do.
+  std::vector<torch::Tensor> before;
+  for (auto& p : net->parameters()) before.push_back(p.detach().clone());
+  torch::optim::SGD opt(groups, torch::optim::SGDOptions(0.1));
+  for (int i = 0; i < 2; ++i) {
+    opt.zero_grad();
+    torch::nn::functional::cross_entropy(net->forward(torch::randn({2, 3, 32, 32})), torch::tensor({0, 1})).backward();
+    opt.step();
+  }
+  auto params = net->named_parameters();
+  for (std::size_t i = 0; i < params.size(); ++i)
+    CHECK(torch::equal(params[i].value(), before[i]) != params[i].key().starts_with("fc."));
+
+  auto with_frozen = graft::param_groups(*net)
+                         .group("head", "fc.**"_glob)
+                         .group("frozen_too", "layer4.**"_glob, {.include_frozen = true})
+                         .build(torch::optim::SGDOptions(0.1));
+  CHECK(with_frozen["frozen_too"].params().size() == graft::select(*net, "layer4.**"_glob).size());
+}
+
+TEST_CASE("param group errors name the group and the parameters", "[optim][param_groups]") {
+  auto net = models::resnet(18, 10);
+  auto opts = torch::optim::SGDOptions(0.1);
+  CHECK_THROWS_MATCHES(graft::param_groups(*net).group("head", "fc.**"_glob).build(opts), graft::selection_error,
+                       Message("[graft.selection] param groups leave 60 trainable parameters in no group: "
+                               "'conv1.weight', 'bn1.weight', 'bn1.bias', 'layer1.0.conv1.weight', "
+                               "'layer1.0.bn1.weight', ... (add a group for them, or .rest(\"name\"), or freeze them)"));
+  CHECK_THROWS_MATCHES(graft::param_groups(*net).group("head", "fx.**"_glob).rest("body").build(opts),
+                       graft::selection_error,
+                       Message("[graft.selection] param group 'head': 'fx.**' matched none of the 62 parameters of "
+                               "models::ResNetImpl; did you mean 'fc.**' or 'bn1.**'? (wrap the selector in "
+                               "graft::optional(...) if matching nothing is fine)"));
+  CHECK_THROWS_MATCHES(
+      graft::param_groups(*net).group("late", "layer4.**"_glob).group("late_bn", "layer4.*.bn1.*"_glob).rest("body").build(opts),
+      graft::selection_error,
+      Message("[graft.selection] param group 'late_bn' is empty: its 4 parameters matched by 'layer4.*.bn1.*' are "
+              "frozen or taken by earlier groups ('late')"));
+  // optional(): an empty group is dropped.
+  auto g = graft::param_groups(*net).group("head", graft::optional("fx.**"_glob)).rest("body").build(opts);
+  CHECK(g.names() == std::vector<std::string>{"body"});
+
+  CHECK_THROWS_MATCHES(graft::param_groups(*net).group("head", "fc.**"_glob, {.lr = 1, .lr_scale = 2}).rest("body").build(opts),
+                       graft::option_error,
+                       Message("[graft.option] param group 'head' sets both lr and lr_scale; give one"));
+  CHECK_THROWS_MATCHES(graft::param_groups(*net).group("a", "fc.**"_glob).group("a", "layer4.**"_glob).rest("b").build(opts),
+                       graft::option_error, Message("[graft.option] two param groups are named 'a'"));
+}
+
+TEST_CASE("tied parameters land in one group once", "[optim][param_groups]") {
+  struct holder : torch::nn::Module {
+    explicit holder(std::vector<std::pair<std::string, torch::Tensor>> ts) {
+      for (auto& [k, t] : ts) register_parameter(k, t);
+    }
+  };
+  auto w = torch::randn({10, 4});
+  torch::nn::Module net;
+  net.register_module("emb", std::make_shared<holder>(std::vector<std::pair<std::string, torch::Tensor>>{{"weight", w}}));
+  net.register_module("head", std::make_shared<holder>(std::vector<std::pair<std::string, torch::Tensor>>{
+                                  {"weight", w}, {"bias", torch::zeros({10})}}));
+  // "head.weight" is the tied tensor seen first as "emb.weight": it goes where "emb.weight" goes.
+  auto g = graft::param_groups(net).group("emb", "emb.*"_glob).rest("head").build(torch::optim::SGDOptions(0.1));
+  CHECK(g["emb"].params().size() == 1);
+  CHECK(g["head"].params().size() == 1);
+  CHECK(g["emb"].params()[0].is_same(w));
+}
+
+TEST_CASE("per-group optimizer settings for every libtorch optimizer", "[optim][param_groups]") {
+  auto net = models::resnet(18, 10);
+  auto adam = graft::param_groups(*net)
+                  .group("head", "fc.**"_glob, {.lr = 1e-2}, graft::opt::betas{0.8, 0.9}, graft::opt::amsgrad{true})
+                  .rest("body", {.weight_decay_scale = 0.5})
+                  .build(torch::optim::AdamOptions(1e-4).weight_decay(0.2));
+  auto& head = static_cast<const torch::optim::AdamOptions&>(adam["head"].options());
+  auto& body = static_cast<const torch::optim::AdamOptions&>(adam["body"].options());
+  CHECK(head.lr() == 1e-2);
+  CHECK(head.betas() == std::make_tuple(0.8, 0.9));
+  CHECK(head.amsgrad());
+  CHECK(body.betas() == torch::optim::AdamOptions().betas());
+  CHECK(body.weight_decay() == 0.2 * 0.5);
+  torch::optim::Adam opt(adam, torch::optim::AdamOptions(1e-4));
+  CHECK(opt.param_groups().size() == 2);
+
+  auto sgd_groups = graft::param_groups(*net)
+                        .group("head", "fc.**"_glob, {}, graft::opt::momentum{0.5},
+                               graft::opt::custom([](torch::optim::SGDOptions& o) { o.nesterov(true); }))
+                        .rest("body")
+                        .build(torch::optim::SGDOptions(0.1).momentum(0.9));
+  CHECK(sgd(sgd_groups["head"]).momentum() == 0.5);
+  CHECK(sgd(sgd_groups["head"]).nesterov());
+  CHECK_FALSE(sgd(sgd_groups["body"]).nesterov());
+
+  auto rms = graft::param_groups(*net).group("head", "fc.**"_glob, {}, graft::opt::alpha{0.9}, graft::opt::centered{true})
+                 .rest("body").build(torch::optim::RMSpropOptions(0.01));
+  CHECK(static_cast<const torch::optim::RMSpropOptions&>(rms["head"].options()).alpha() == 0.9);
+  torch::optim::RMSprop rms_opt(rms, torch::optim::RMSpropOptions(0.01));
+
+  auto ada = graft::param_groups(*net).group("head", "fc.**"_glob, {.lr_scale = 2}, graft::opt::lr_decay{0.1})
+                 .rest("body").build(torch::optim::AdagradOptions(0.01));
+  CHECK(static_cast<const torch::optim::AdagradOptions&>(ada["head"].options()).lr_decay() == 0.1);
+  CHECK(static_cast<const torch::optim::AdagradOptions&>(ada["head"].options()).lr() == 0.02);
+  torch::optim::Adagrad ada_opt(ada, torch::optim::AdagradOptions(0.01));
+
+  auto adamw = graft::param_groups(*net).no_decay().rest("all").build(torch::optim::AdamWOptions(1e-3));
+  CHECK(adamw.names() == std::vector<std::string>{"all", "all.no_decay"});
+  CHECK(static_cast<const torch::optim::AdamWOptions&>(adamw["all"].options()).weight_decay() == 1e-2);
+  CHECK(static_cast<const torch::optim::AdamWOptions&>(adamw["all.no_decay"].options()).weight_decay() == 0);
+
+  // LBFGS keeps a single group.
+  auto lbfgs = graft::param_groups(*net).rest("all", {.lr_scale = 0.5}).build(torch::optim::LBFGSOptions(1));
+  CHECK(lbfgs["all"].options().get_lr() == 0.5);
+  torch::optim::LBFGS lbfgs_opt(lbfgs, torch::optim::LBFGSOptions(1));
+  CHECK_THROWS_MATCHES(graft::param_groups(*net).group("head", "fc.**"_glob).rest("body").build(torch::optim::LBFGSOptions(1)),
+                       graft::option_error,
+                       Message("[graft.option] LBFGS optimizes a single param group; these settings make 2 ('head', 'body')"));
+  CHECK_THROWS_MATCHES(graft::param_groups(*net).rest("all", {.weight_decay = 0}).build(torch::optim::LBFGSOptions(1)),
+                       graft::option_error,
+                       Message("[graft.option] param group 'all' sets a weight decay, but this optimizer has none"));
+}
+
+TEST_CASE("no_decay() splits exactly PyTorch's ndim <= 1 tensors off (torchvision resnet18)", "[optim][param_groups][oracle]") {
+  auto net = models::resnet(18);
+  auto groups = graft::param_groups(*net)
+                    .group("head", "fc.**"_glob, {.lr_scale = 10})
+                    .rest("backbone")
+                    .no_decay()
+                    .build(torch::optim::SGDOptions(0.1).weight_decay(1e-4));
+  CHECK(groups.names() == std::vector<std::string>{"head", "head.no_decay", "backbone", "backbone.no_decay"});
+
+  // timm's param_groups_weight_decay rule, on torchvision's own resnet18.
+  auto out = graft::test::run_python(R"(
+import torchvision
+m = torchvision.models.resnet18()
+for n, p in m.named_parameters():
+    if p.ndim <= 1 or n.endswith(".bias"):
+        print(("head" if n.startswith("fc.") else "backbone") + ".no_decay", n)
+    else:
+        print("head" if n.startswith("fc.") else "backbone", n)
+)");
+  std::map<std::string, std::vector<std::string>> expected;
+  for (auto& l : lines(out)) {
+    auto space = l.find(' ');
+    expected[l.substr(0, space)].push_back(l.substr(space + 1));
+  }
+  REQUIRE(expected.size() == 4);
+  for (auto& [name, members] : expected) {
+    INFO(name);
+    CHECK(paths_of(*net, groups[name]) == members);
+    CHECK(sgd(groups[name]).weight_decay() == (name.ends_with(".no_decay") ? 0.0 : 1e-4));
+  }
+  CHECK(sgd(groups["head.no_decay"]).lr() == sgd(groups["head"]).lr());
+}
+
+TEST_CASE("layer-wise lr decay scales each layer's lr by decay^(num_layers - id)", "[optim][param_groups]") {
+  auto net = models::resnet(18, 10);
+  double base = 0.1, decay = 0.5;
+  int num_layers = 5;  // stem 0, layer1..4, fc 5
+  auto layer_of = [](std::string_view p) {
+    if (p.starts_with("layer")) return p[5] - '0';
+    return p.starts_with("fc.") ? 5 : 0;
+  };
+  auto groups = graft::param_groups(*net).rest("all").layer_decay(decay, num_layers, layer_of).build(torch::optim::SGDOptions(base));
+  REQUIRE(groups.size() == 6);
+  for (int id = 0; id <= num_layers; ++id) {
+    auto name = fmt::format("all.layer{}", id);
+    INFO(name);
+    CHECK(groups.names()[id] == name);
+    CHECK(sgd(groups[name]).lr() == Approx(base * std::pow(decay, num_layers - id)));
+    for (auto& p : paths_of(*net, groups[name])) CHECK(layer_of(p) == id);
+  }
+
+  // Ids from a regex capture; paths it does not match (stem, head) get id 0.
+  auto by_regex = graft::param_groups(*net)
+                      .group("head", "fc.**"_glob)
+                      .rest("body")
+                      .layer_decay(decay, num_layers, graft::regex(R"(layer(\d)\..*)"))
+                      .build(torch::optim::SGDOptions(base));
+  CHECK(by_regex.names() == std::vector<std::string>{"head.layer0", "body.layer0", "body.layer1", "body.layer2",
+                                                     "body.layer3", "body.layer4"});
+  CHECK(paths_of(*net, by_regex["body.layer3"]) == paths_of(*net, groups["all.layer3"]));
+
+  // Combined with no_decay, as timm's param_groups_layer_decay does.
+  auto both = graft::param_groups(*net).rest("all").layer_decay(decay, num_layers, layer_of).no_decay()
+                  .build(torch::optim::SGDOptions(base).weight_decay(0.05));
+  CHECK(both.size() == 12);
+  CHECK(sgd(both["all.layer2.no_decay"]).weight_decay() == 0);
+  CHECK(sgd(both["all.layer2.no_decay"]).lr() == Approx(base * std::pow(decay, 3)));
+}
+
+TEST_CASE("the summary lists groups and, verbosely, every parameter", "[optim][param_groups]") {
+  auto net = models::resnet(18, 10);
+  graft::freeze(*net, "conv1.*"_glob);
+  auto groups = graft::param_groups(*net)
+                    .group("head", "fc.**"_glob, {.lr_scale = 10})
+                    .rest("backbone")
+                    .build(torch::optim::SGDOptions(1e-3).weight_decay(1e-4));
+  auto table = lines(fmt::format("{}", groups));
+  REQUIRE(table.size() == 3);
+  CHECK(table[0] == "group             lr  weight_decay  tensors    elements");
+  auto& h = groups.info()[0];
+  CHECK(table[1] == fmt::format("{:<8}  {:>10.4g}  {:>12}  {:>7}  {:>10}", "head", h.lr, "0.0001", h.tensors, h.elements));
+  auto verbose = lines(fmt::format("{:v}", groups));
+  REQUIRE(verbose.size() == 3 + net->parameters().size());
+  CHECK(verbose[3] == "  conv1.weight [64, 3, 7, 7] (no group) frozen");
+  CHECK(verbose[4] == "  bn1.weight [64] backbone trainable");
+  CHECK(verbose.back() == "  fc.bias [10] head trainable");
+}
