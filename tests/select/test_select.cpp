@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -162,4 +163,61 @@ TEST_CASE("selection pruning visits only the subtrees a glob can match", "[selec
   graft::detail::for_each_match(*net, graft::where([&](std::string_view) { ++visited; return true; }, "count") & g,
                                 {}, [](const graft::tensor_view&) {});
   CHECK(visited == 15);  // only layer4's tensors were reached
+}
+
+TEST_CASE("regex pruning never drops a match std::regex finds", "[select][regex]") {
+  auto net = models::resnet(18);
+  for (const char* p : {R"(layer4\.\d+\.conv\d\.weight)", R"(layer[34]\..*)", R"(.*\.conv2\.weight)", R"((?i)LAYER2\..*bias)",
+                        R"(fc\.(weight|bias)|conv1\.weight)", R"(layer1\.0\.bn1\.(weight|bias|running_mean))", R"(l.*)"}) {
+    INFO(p);
+    bool icase = std::string_view(p).starts_with("(?i)");  // std::regex spells it as a flag
+    std::regex re(icase ? p + 4 : p, icase ? std::regex::icase : std::regex::ECMAScript);
+    auto expected = by_hand(*net, [&](const std::string& k) { return std::regex_match(k, re); });
+    CHECK(picked(*net, graft::optional(graft::regex(p))) == expected);
+    std::vector<std::string> with_buffers;
+    for (auto t : graft::walk(*net, graft::walk_options::state()))
+      if (std::regex_match(std::string(t.path()), re)) with_buffers.emplace_back(t.path());
+    CHECK(picked(*net, graft::optional(graft::regex(p)), graft::walk_options::state()) == with_buffers);
+  }
+  // A literal prefix lets the walk skip every other subtree.
+  graft::regex r(R"(layer4\.\d+\.conv\d\.weight)");
+  CHECK(r.could_match_under("layer4.1."));
+  CHECK_FALSE(r.could_match_under("layer3."));
+  CHECK_FALSE(r.could_match_under("fc."));
+  CHECK(graft::regex(".*weight").could_match_under("fc."));
+}
+
+TEST_CASE("glob matches as the equivalent regex does, and prunes only subtrees without matches", "[select][glob]") {
+  auto net = models::resnet(18);
+  std::vector<std::string> paths, prefixes;
+  for (auto t : graft::walk(*net, graft::walk_options::state())) paths.emplace_back(t.path());
+  for (auto& m : net->named_modules("", false)) prefixes.push_back(m.key() + ".");
+  const std::pair<const char*, const char*> cases[] = {
+      {"layer4.**", R"(layer4(\.[^.]+)*)"},
+      {"layer4.0.**", R"(layer4\.0(\.[^.]+)*)"},
+      {"layer1.0.bn1.weight", R"(layer1\.0\.bn1\.weight)"},
+      {"layer1.0.bn1", R"(layer1\.0\.bn1)"},
+      {"layer2.*.downsample.**", R"(layer2\.[^.]*\.downsample(\.[^.]+)*)"},
+      {"layer3.**.bias", R"(layer3(\.[^.]+)*\.bias)"},
+      {"**.bn?.running_*", R"(([^.]+\.)*bn.\.running_[^.]*)"},
+      {"layer{1,4}.1.**.weight", R"(layer[14]\.1(\.[^.]+)*\.weight)"},
+      {"fc.**", R"(fc(\.[^.]+)*)"},
+      {"l*.0.conv1.weight", R"(l[^.]*\.0\.conv1\.weight)"},
+      {R"(layer1\.0.**)", R"(NEVER)"},  // an escaped dot is part of a segment: it never matches
+  };
+  for (auto [g, r] : cases) {
+    INFO(g);
+    graft::glob glob(graft::runtime(g));
+    std::regex re(r);
+    for (auto& p : paths) {
+      INFO(p);
+      CHECK(glob.matches_path(p) == std::regex_match(p, re));
+    }
+    std::vector<std::string> wrongly_pruned;
+    for (auto& pre : prefixes)
+      if (!glob.could_match_under(pre))
+        for (auto& p : paths)
+          if (p.starts_with(pre) && std::regex_match(p, re)) wrongly_pruned.push_back(p);
+    CHECK(wrongly_pruned.empty());
+  }
 }

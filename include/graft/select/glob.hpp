@@ -3,6 +3,7 @@
 // A literal pattern is checked at compile time; a runtime string is checked when parsed.
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -111,77 +112,111 @@ inline bool segment_matches(const glob_segment& seg, std::string_view s) {
   return seg.kind == glob_segment::literal ? seg.text == s : match_wildcard(seg.text, s);
 }
 
-// Brace-expanded alternatives, each a list of segments, matched by an NFA over segment
-// positions kept in a bitmask (patterns have far fewer than 64 segments).
+// Brace-expanded alternatives. Each one's leading literal segments ("layer4.") are compared as
+// one string, so the common "prefix.**" patterns never reach the automaton; the rest is matched
+// by an NFA over segment positions kept in a bitmask (patterns have far fewer than 64 segments).
 class glob_program {
 public:
   explicit glob_program(std::string_view pattern) {
     std::vector<std::string> alts;
     expand_braces(pattern, alts, max_glob_alternatives);
     for (const auto& a : alts) {
-      std::vector<glob_segment> segs;
+      alternative alt;
+      bool leading = true;
       for (auto raw : split_segments(a)) {
-        if (raw == "**") {
-          segs.push_back({glob_segment::any_segments, {}});
-        } else if (raw.find_first_of("*?[\\") == std::string_view::npos) {
-          segs.push_back({glob_segment::literal, std::string(raw)});
-        } else if (raw.find_first_of("*?[") == std::string_view::npos) {
-          std::string lit;  // only escapes: unescape into a literal
-          for (std::size_t i = 0; i < raw.size(); ++i) lit += raw[i] == '\\' ? raw[++i] : raw[i];
-          segs.push_back({glob_segment::literal, std::move(lit)});
-        } else {
-          segs.push_back({glob_segment::wildcard, std::string(raw)});
+        glob_segment seg = parse_segment(raw);
+        // (an escaped '.' inside a literal can never match a segment: leave it to the NFA)
+        if (leading && seg.kind == glob_segment::literal && seg.text.find('.') == std::string::npos) {
+          alt.lead += seg.text;
+          alt.lead += '.';
+          continue;
         }
+        leading = false;
+        if (seg.kind == glob_segment::any_segments) alt.any_mask |= std::uint64_t{1} << alt.rest.size();
+        alt.rest.push_back(std::move(seg));
       }
-      if (segs.size() >= 63)
+      if (alt.rest.size() >= 63)
         throw pattern_error(fmt::format("glob '{}' has more than 62 segments", pattern));
-      alts_.push_back(std::move(segs));
+      alt.only_any = alt.rest.size() == 1 && alt.any_mask == 1;
+      alts_.push_back(std::move(alt));
     }
   }
 
   bool matches(std::string_view path) const {
-    for (const auto& segs : alts_)
-      if (run(segs, path, false)) return true;
+    for (const auto& alt : alts_)
+      if (alt.matches(path)) return true;
     return false;
   }
   bool could_match_under(std::string_view prefix) const {
     if (prefix.empty()) return true;
-    prefix.remove_suffix(1);  // "a.b." -> "a.b"
-    for (const auto& segs : alts_)
-      if (run(segs, prefix, true)) return true;
+    for (const auto& alt : alts_)
+      if (alt.could_match_under(prefix)) return true;
     return false;
   }
 
 private:
-  static std::uint64_t closure(const std::vector<glob_segment>& segs, std::uint64_t s) {
-    for (std::size_t i = 0; i < segs.size(); ++i)
-      if ((s >> i & 1) && segs[i].kind == glob_segment::any_segments) s |= std::uint64_t{1} << (i + 1);
-    return s;
-  }
-  // Full match of `path`, or (as_prefix) whether some continuation of it could still match.
-  static bool run(const std::vector<glob_segment>& segs, std::string_view path, bool as_prefix) {
-    std::size_t n = segs.size();
-    std::uint64_t state = closure(segs, 1);
-    std::size_t from = 0;
-    while (state) {
-      std::size_t dot = path.find('.', from);
-      std::string_view seg = path.substr(from, dot == std::string_view::npos ? std::string_view::npos : dot - from);
-      std::uint64_t next = 0;
-      for (std::size_t i = 0; i < n; ++i) {
-        if (!(state >> i & 1)) continue;
-        if (segs[i].kind == glob_segment::any_segments)
-          next |= std::uint64_t{1} << i;
-        else if (segment_matches(segs[i], seg))
-          next |= std::uint64_t{1} << (i + 1);
-      }
-      state = closure(segs, next);
-      if (dot == std::string_view::npos) break;
-      from = dot + 1;
+  static glob_segment parse_segment(std::string_view raw) {
+    if (raw == "**") return {glob_segment::any_segments, {}};
+    if (raw.find_first_of("*?[\\") == std::string_view::npos) return {glob_segment::literal, std::string(raw)};
+    if (raw.find_first_of("*?[") == std::string_view::npos) {
+      std::string lit;  // only escapes: unescape into a literal
+      for (std::size_t i = 0; i < raw.size(); ++i) lit += raw[i] == '\\' ? raw[++i] : raw[i];
+      return {glob_segment::literal, std::move(lit)};
     }
-    if (as_prefix) return (state & ((std::uint64_t{1} << n) - 1)) != 0;
-    return (state >> n & 1) != 0;
+    return {glob_segment::wildcard, std::string(raw)};
   }
-  std::vector<std::vector<glob_segment>> alts_;
+
+  struct alternative {
+    std::string lead;                // the leading literal segments, each followed by '.'
+    std::vector<glob_segment> rest;  // the segments after them
+    std::uint64_t any_mask = 0;      // positions of '**' in rest
+    bool only_any = false;           // rest is exactly "**"
+
+    bool matches(std::string_view path) const {
+      if (rest.empty()) return path.size() + 1 == lead.size() && lead.starts_with(path);
+      if (path.size() + 1 == lead.size() && lead.starts_with(path))  // rest matches no segment
+        return accepts(closure(1));
+      if (!path.starts_with(lead)) return false;
+      return only_any || run(path.substr(lead.size()), false);
+    }
+    // prefix ends with '.'; true if a path under it could match.
+    bool could_match_under(std::string_view prefix) const {
+      if (std::string_view(lead).starts_with(prefix))  // still inside the literal part
+        return !rest.empty() || lead.size() > prefix.size();
+      if (!prefix.starts_with(lead)) return false;
+      if (only_any) return true;
+      prefix.remove_prefix(lead.size());
+      prefix.remove_suffix(1);  // "a.b." -> "a.b"
+      return run(prefix, true);
+    }
+
+    std::uint64_t closure(std::uint64_t s) const {
+      for (std::uint64_t t; (t = s | (s & any_mask) << 1) != s;) s = t;
+      return s;
+    }
+    bool accepts(std::uint64_t state) const { return (state >> rest.size() & 1) != 0; }
+    // Full match of `path` against rest, or (as_prefix) whether a continuation could match.
+    bool run(std::string_view path, bool as_prefix) const {
+      std::size_t n = rest.size();
+      std::uint64_t state = closure(1);
+      std::size_t from = 0;
+      while (state) {
+        std::size_t dot = path.find('.', from);
+        std::string_view seg = path.substr(from, dot == std::string_view::npos ? std::string_view::npos : dot - from);
+        std::uint64_t next = state & any_mask;  // '**' stays put and eats the segment
+        for (std::uint64_t live = state & ~any_mask & ((std::uint64_t{1} << n) - 1); live; live &= live - 1) {
+          std::size_t i = static_cast<std::size_t>(std::countr_zero(live));
+          if (segment_matches(rest[i], seg)) next |= std::uint64_t{1} << (i + 1);
+        }
+        state = closure(next);
+        if (dot == std::string_view::npos) break;
+        from = dot + 1;
+      }
+      if (as_prefix) return (state & ((std::uint64_t{1} << n) - 1)) != 0;
+      return accepts(state);
+    }
+  };
+  std::vector<alternative> alts_;
 };
 
 template <std::size_t N>
