@@ -8,6 +8,7 @@
 //   class    := '[' ['!' | '^'] ']'? (c | c '-' c)* ']'
 //   '\' escapes the next character; '*' and '?' never match a '.'.
 
+#include <algorithm>
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -141,9 +142,35 @@ constexpr std::vector<std::string_view> split_segments(std::string_view s) {
 
 inline constexpr std::size_t max_glob_alternatives = 4096;
 
+// How many alternatives the braces of a checked pattern expand to, counted without expanding
+// (sums over ',' and products along a sequence), saturating just above `cap`.
+constexpr std::size_t count_alternatives(std::string_view s, std::size_t cap) {
+  struct level { std::size_t sum = 0, product = 1; };
+  std::vector<level> stack(1);
+  auto saturating_mul = [cap](std::size_t a, std::size_t b) { return a > cap / (b ? b : 1) ? cap + 1 : a * b; };
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == '\\') { ++i; continue; }
+    if (c == '[') { i = class_end(s, i) - 1; continue; }
+    if (c == '{') {
+      stack.emplace_back();
+    } else if (c == ',' && stack.size() > 1) {
+      stack.back().sum = std::min(cap + 1, stack.back().sum + stack.back().product);
+      stack.back().product = 1;
+    } else if (c == '}') {
+      std::size_t n = std::min(cap + 1, stack.back().sum + stack.back().product);
+      stack.pop_back();
+      stack.back().product = saturating_mul(stack.back().product, n);
+    }
+  }
+  return stack.back().product;
+}
+
 /// Everything wrong with `s` as a glob, or nothing. Usable in constant expressions.
 constexpr std::optional<glob_problem> check_glob(std::string_view s) {
   if (auto p = check_structure(s)) return p;
+  if (count_alternatives(s, max_glob_alternatives) > max_glob_alternatives)
+    return glob_problem{glob_issue::too_many_alternatives, s.find('{')};
   std::vector<std::string> alts;
   if (!expand_braces(s, alts, max_glob_alternatives))
     return glob_problem{glob_issue::too_many_alternatives, s.find('{')};
