@@ -341,3 +341,42 @@ TEST_CASE("the summary lists groups and, verbosely, every parameter", "[optim][p
   CHECK(verbose[4] == "  bn1.weight [64] backbone trainable");
   CHECK(verbose.back() == "  fc.bias [10] head trainable");
 }
+
+TEST_CASE("make_optimizer equals constructing the optimizer from the groups", "[optim][param_groups]") {
+  torch::manual_seed(5);
+  auto a = models::resnet(18, 4);
+  auto b = models::resnet(18, 4);
+  {
+    torch::NoGradGuard g;
+    auto pb = b->parameters();
+    auto pa = a->parameters();
+    for (std::size_t i = 0; i < pa.size(); ++i) pb[i].copy_(pa[i]);
+  }
+  auto base = torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(1e-3);
+  auto build = [&](torch::nn::Module& m) {
+    return graft::param_groups(m).group("head", "fc.**"_glob, {.lr_scale = 10}).rest("backbone").no_decay().build(base);
+  };
+  auto ga = build(*a);
+  auto gb = build(*b);
+  torch::optim::SGD oa(ga, base);
+  auto ob = gb.make_optimizer<torch::optim::SGD>(base);
+  REQUIRE(ob.param_groups().size() == oa.param_groups().size());
+  for (std::size_t i = 0; i < oa.param_groups().size(); ++i) {
+    CHECK(sgd(ob.param_groups()[i]).lr() == sgd(oa.param_groups()[i]).lr());
+    CHECK(sgd(ob.param_groups()[i]).weight_decay() == sgd(oa.param_groups()[i]).weight_decay());
+    CHECK(ob.param_groups()[i].params().size() == oa.param_groups()[i].params().size());
+  }
+  auto x = torch::randn({2, 3, 32, 32});
+  auto y = torch::tensor({0, 3});
+  for (int s = 0; s < 2; ++s) {
+    oa.zero_grad();
+    ob.zero_grad();
+    torch::nn::functional::cross_entropy(a->forward(x), y).backward();
+    torch::nn::functional::cross_entropy(b->forward(x), y).backward();
+    oa.step();
+    ob.step();
+  }
+  auto pa = a->parameters();
+  auto pb = b->parameters();
+  for (std::size_t i = 0; i < pa.size(); ++i) CHECK(torch::equal(pa[i], pb[i]));
+}

@@ -9,6 +9,7 @@
 // The first group (in declaration order) whose selector matches a parameter takes it; every
 // trainable parameter must land in a group; a group that takes nothing is an error.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -43,7 +44,7 @@ struct group_options {
 };
 
 /// timm's no-weight-decay set: every tensor with ndim <= 1 (biases, norm scales) and every bias.
-inline const auto no_weight_decay = labeled(ndim <= 1 | bias, "no_weight_decay");
+inline const auto no_weight_decay = labeled((ndim <= 1) | bias, "no_weight_decay");
 
 /// Built param groups: libtorch's groups plus their names, settings and which parameter went where.
 class named_param_groups {
@@ -59,10 +60,10 @@ public:
   /// One parameter of the model and where it went.
   struct parameter_info {
     std::string path;
-    std::vector<std::int64_t> shape;
-    std::int64_t numel;
+    torch::Tensor tensor;
     bool trainable;
     std::optional<std::size_t> group;  ///< empty for a frozen parameter left out
+    torch::IntArrayRef shape() const { return tensor.sizes(); }
   };
 
   /// libtorch's param groups, in declaration order.
@@ -89,6 +90,20 @@ public:
     for (auto& p : params_)
       if (p.path == path) return p.group ? std::optional<std::string_view>(names_[*p.group]) : std::nullopt;
     return std::nullopt;
+  }
+
+  /// Constructs optimizer `Opt` (torch::optim::SGD, Adam, ...) over these groups. Equal to
+  /// Opt(groups, defaults), but skips libtorch's per-parameter duplicate check (a string
+  /// built per parameter), which the build already guarantees: each tensor is in one group.
+  template <class Opt, optimizer_options O>
+    requires std::derived_from<Opt, torch::optim::Optimizer> && std::constructible_from<Opt, std::vector<torch::Tensor>, O>
+  Opt make_optimizer(const O& defaults) const {
+    Opt opt(std::vector<torch::Tensor>{}, defaults);
+    auto& installed = opt.param_groups();
+    installed.clear();
+    installed.reserve(groups_.size());
+    for (auto& g : groups_) installed.push_back(g);  // copies clone the options
+    return opt;
   }
 
 private:
@@ -204,21 +219,22 @@ public:
     constexpr std::size_t n_specs = sizeof...(Specs);
     std::vector<std::size_t> taken(n_specs, 0);
 
-    // A parameter's destination: its declared group, layer id and decay half.
+    // A parameter's destination: its declared group, layer id and decay half. Few distinct
+    // ones exist, so a linear search over them beats sorting the parameters.
     struct slot_key {
       std::size_t spec;
       int layer;
       bool no_decay;
       auto operator<=>(const slot_key&) const = default;
     };
-    std::vector<std::pair<slot_key, torch::Tensor>> placed;
+    std::vector<slot_key> keys;
+    std::vector<std::vector<torch::Tensor>> members;
     std::vector<std::string> leftovers;
 
     for (auto t : walk(*module_)) {
       const auto& p = t.tensor();
-      auto sizes = p.sizes();
       bool trainable = p.requires_grad();
-      out.params_.push_back({std::string(t.path()), {sizes.begin(), sizes.end()}, p.numel(), trainable, std::nullopt});
+      out.params_.push_back({std::string(t.path()), p, trainable, std::nullopt});
       std::size_t index = 0;
       bool found = false;
       auto try_spec = [&](const auto& spec) {
@@ -236,8 +252,14 @@ public:
       ++taken[index];
       int layer = split_.layer_of ? (*split_.layer_of)(t.path()) : 0;
       bool nd = split_.no_decay && (*split_.no_decay)(t);
-      placed.push_back({{index, layer, nd}, p});
-      out.params_.back().group = index;  // a spec index for now; a group index below
+      slot_key key{index, layer, nd};
+      auto k = static_cast<std::size_t>(std::find(keys.begin(), keys.end(), key) - keys.begin());
+      if (k == keys.size()) {
+        keys.push_back(key);
+        members.emplace_back();
+      }
+      members[k].push_back(p);
+      out.params_.back().group = k;  // an index into keys for now; a group index below
     }
 
     check_groups(taken);
@@ -251,24 +273,16 @@ public:
     }
 
     // Groups in declaration order; within one, by layer id, then the decayed half first.
-    std::vector<slot_key> keys;
-    for (auto& [k, _] : placed) keys.push_back(k);
-    std::sort(keys.begin(), keys.end());
-    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-    auto slot_of = [&](const slot_key& k) {
-      return static_cast<std::size_t>(std::lower_bound(keys.begin(), keys.end(), k) - keys.begin());
-    };
-    std::vector<std::vector<torch::Tensor>> members(keys.size());
-    for (auto& [k, p] : placed) members[slot_of(k)].push_back(p);
-    // Parameters now point at their final group: same (spec, layer, decay) order as `placed`.
-    {
-      std::size_t j = 0;
-      for (auto& info : out.params_)
-        if (info.group) info.group = slot_of(placed[j++].first);
-    }
+    std::vector<std::size_t> order(keys.size()), rank(keys.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return keys[a] < keys[b]; });
+    for (std::size_t g = 0; g < order.size(); ++g) rank[order[g]] = g;
+    for (auto& info : out.params_)
+      if (info.group) info.group = rank[*info.group];
 
-    for (std::size_t g = 0; g < keys.size(); ++g) {
-      const auto& k = keys[g];
+    for (std::size_t g = 0; g < order.size(); ++g) {
+      const auto& k = keys[order[g]];
+      auto& group_members = members[order[g]];
       O opts = base;
       std::string name;
       visit_spec(k.spec, [&](const auto& spec) {
@@ -290,12 +304,12 @@ public:
       for (auto& existing : out.names_)
         if (existing == name)
           throw option_error(fmt::format("two param groups are named '{}'", name));
-      named_param_groups::group_info info{name, opts.lr(), std::nullopt, members[g].size(), 0};
+      named_param_groups::group_info info{name, opts.lr(), std::nullopt, group_members.size(), 0};
       if constexpr (has_weight_decay<O>) info.weight_decay = opts.weight_decay();
-      for (auto& p : members[g]) info.elements += p.numel();
+      for (auto& p : group_members) info.elements += p.numel();
       out.names_.push_back(name);
       out.info_.push_back(std::move(info));
-      out.groups_.emplace_back(std::move(members[g]), std::make_unique<O>(std::move(opts)));
+      out.groups_.emplace_back(std::move(group_members), std::make_unique<O>(std::move(opts)));
     }
     if constexpr (std::is_same_v<O, torch::optim::LBFGSOptions>)
       if (out.groups_.size() > 1)
@@ -398,7 +412,7 @@ struct fmt::formatter<graft::named_param_groups> {
                            i.elements);
     if (verbose)
       for (auto& p : g.parameters())
-        out = fmt::format_to(out, "  {} [{}] {} {}\n", p.path, fmt::join(p.shape, ", "),
+        out = fmt::format_to(out, "  {} [{}] {} {}\n", p.path, fmt::join(p.shape(), ", "),
                              p.group ? g.names()[*p.group] : std::string("(no group)"),
                              p.trainable ? "trainable" : "frozen");
     return out;
