@@ -148,6 +148,8 @@ static_assert(fails_with("{a,b}{c,d}{e,f}{g,h}{i,j}{k,l}{m,n}{o,p}{q,r}{s,t}{u,v
 static_assert(graft::detail::count_alternatives("{a,b}{c,{d,e}}.x", 4096) == 6);
 static_assert(graft::detail::count_alternatives("{a,b{c,d}}", 4096) == 3);
 static_assert(graft::detail::count_alternatives(R"(\{a,b\}[{,}])", 4096) == 1);  // escaped or in a class
+// A std::string is refused outright (deleted constructor): it must be marked graft::runtime(s).
+static_assert(!std::is_constructible_v<glob, std::string> && std::is_constructible_v<glob, graft::runtime_pattern>);
 // The same checks run in glob's consteval constructor: a valid literal is a constant expression.
 static_assert(graft::glob_pattern("layer4.**").text == "layer4.**");
 

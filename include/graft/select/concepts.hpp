@@ -85,9 +85,16 @@ concept selector = std::derived_from<S, selector_base> && std::copy_constructibl
 template <class S>
 concept name_selector = selector<S> && (S::requirement == needs::name);
 
+namespace detail {
+// A failed entry_selector check ends here, so the compiler shows this line and its comment.
+template <class S>
+concept decides_without_a_live_module =
+    (S::requirement != needs::module);  // of_type<...>, is_parameter, is_buffer and owner_is need a model: checkpoint entries have no modules
+} // namespace detail
+
 /// Satisfied by a selector that works on checkpoint entries (no live module needed).
 template <class S>
-concept entry_selector = selector<S> && (S::requirement != needs::module) &&
+concept entry_selector = selector<S> && detail::decides_without_a_live_module<S> &&
                          requires(const S& s, const entry_view& e) {
                            { s.matches(e) } -> std::same_as<bool>;
                          };

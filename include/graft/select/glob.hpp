@@ -226,11 +226,24 @@ struct fixed_string {
   constexpr std::string_view view() const { return {data, N - 1}; }
 };
 
-// Instantiated only for an invalid _glob literal: the template arguments name the issue and
-// its 0-based position in the pattern.
+// Instantiated only for an invalid _glob literal: exactly one assertion fails, saying what is
+// wrong; the template arguments name the issue and its 0-based position in the pattern.
 template <glob_issue Issue, std::size_t Position>
 struct invalid_glob_literal {
-  static_assert(Issue != Issue, "invalid _glob literal: the issue and its position are this template's arguments");
+  static_assert(Issue != glob_issue::empty_pattern, "invalid _glob literal: the pattern is empty");
+  static_assert(Issue != glob_issue::unbalanced_brace,
+                "invalid _glob literal: '{' is never closed (its position is this template's second argument)");
+  static_assert(Issue != glob_issue::stray_closing_brace,
+                "invalid _glob literal: '}' closes nothing (its position is this template's second argument)");
+  static_assert(Issue != glob_issue::unbalanced_bracket,
+                "invalid _glob literal: '[' is never closed (its position is this template's second argument)");
+  static_assert(Issue != glob_issue::trailing_backslash, "invalid _glob literal: '\\' at the end escapes nothing");
+  static_assert(Issue != glob_issue::misplaced_double_star,
+                "invalid _glob literal: '**' must be a whole segment: write 'a.**.b', or '*' within a segment");
+  static_assert(Issue != glob_issue::empty_segment,
+                "invalid _glob literal: empty segment (a leading, trailing or doubled '.', or an empty {} alternative)");
+  static_assert(Issue != glob_issue::too_many_alternatives,
+                "invalid _glob literal: its {..} groups expand to more than 4096 alternatives");
 };
 } // namespace detail
 
@@ -254,6 +267,10 @@ public:
   glob(glob_pattern p) : glob(p.text, nullptr) {}
   /// From a runtime string: glob(runtime(s)); throws pattern_error naming the problem.
   explicit glob(runtime_pattern p) : glob(checked(p.text), nullptr) {}
+  /// A std::string cannot be checked at compile time: mark it, glob(graft::runtime(s)).
+  template <class S>
+    requires std::same_as<S, std::string>
+  glob(const S&) = delete;  // a runtime string must be marked: graft::glob(graft::runtime(s))
 
   /// Whether a whole dotted path matches.
   bool matches_path(std::string_view path) const { return program_->matches(path); }
