@@ -3,3 +3,4 @@
 // unfreezing schedules.
 #include <graft/transforms/freeze.hpp>
 #include <graft/transforms/norm_stats.hpp>
+#include <graft/transforms/gradual.hpp>
