@@ -1,0 +1,108 @@
+#pragma once
+// The allow-list of pickle globals: what real torch.save checkpoints reference, each mapped to
+// a fixed rebuild in C++. Nothing outside this table is ever resolved.
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include <torch/types.h>
+
+namespace graft::detail {
+
+/// What an allowed global stands for.
+enum class global_id : std::uint8_t {
+  ordered_dict,                  ///< collections.OrderedDict
+  rebuild_tensor_v2,             ///< torch._utils._rebuild_tensor_v2
+  rebuild_parameter,             ///< torch._utils._rebuild_parameter
+  rebuild_parameter_with_state,  ///< torch._utils._rebuild_parameter_with_state
+  storage_type,                  ///< torch.FloatStorage, ... (dtype says which)
+  dtype_name,                    ///< torch.float32, ... (read as the string "torch.float32")
+  device,                        ///< torch.device (read as a string such as "cuda:0")
+  size,                          ///< torch.Size (read as a tuple)
+  set,                           ///< builtins.set / frozenset (read as a list)
+  codecs_encode,                 ///< _codecs.encode: protocol 2's spelling of bytes
+  bytes_type,                    ///< builtins.bytes: protocol 2's spelling of b''
+};
+
+/// One allowed global.
+struct allowed_global {
+  std::string_view module, name;
+  global_id id;
+  torch::Dtype dtype = torch::kFloat;
+};
+
+inline constexpr std::array allowed_globals{
+    allowed_global{"collections", "OrderedDict", global_id::ordered_dict},
+    allowed_global{"torch._utils", "_rebuild_tensor_v2", global_id::rebuild_tensor_v2},
+    allowed_global{"torch._utils", "_rebuild_parameter", global_id::rebuild_parameter},
+    allowed_global{"torch._utils", "_rebuild_parameter_with_state", global_id::rebuild_parameter_with_state},
+    allowed_global{"torch", "FloatStorage", global_id::storage_type, torch::kFloat},
+    allowed_global{"torch", "DoubleStorage", global_id::storage_type, torch::kDouble},
+    allowed_global{"torch", "HalfStorage", global_id::storage_type, torch::kHalf},
+    allowed_global{"torch", "BFloat16Storage", global_id::storage_type, torch::kBFloat16},
+    allowed_global{"torch", "LongStorage", global_id::storage_type, torch::kLong},
+    allowed_global{"torch", "IntStorage", global_id::storage_type, torch::kInt},
+    allowed_global{"torch", "ShortStorage", global_id::storage_type, torch::kShort},
+    allowed_global{"torch", "CharStorage", global_id::storage_type, torch::kChar},
+    allowed_global{"torch", "ByteStorage", global_id::storage_type, torch::kByte},
+    allowed_global{"torch", "BoolStorage", global_id::storage_type, torch::kBool},
+    allowed_global{"torch", "ComplexFloatStorage", global_id::storage_type, torch::kComplexFloat},
+    allowed_global{"torch", "ComplexDoubleStorage", global_id::storage_type, torch::kComplexDouble},
+    allowed_global{"torch", "float16", global_id::dtype_name},
+    allowed_global{"torch", "bfloat16", global_id::dtype_name},
+    allowed_global{"torch", "float32", global_id::dtype_name},
+    allowed_global{"torch", "float64", global_id::dtype_name},
+    allowed_global{"torch", "complex64", global_id::dtype_name},
+    allowed_global{"torch", "complex128", global_id::dtype_name},
+    allowed_global{"torch", "int8", global_id::dtype_name},
+    allowed_global{"torch", "int16", global_id::dtype_name},
+    allowed_global{"torch", "int32", global_id::dtype_name},
+    allowed_global{"torch", "int64", global_id::dtype_name},
+    allowed_global{"torch", "uint8", global_id::dtype_name},
+    allowed_global{"torch", "bool", global_id::dtype_name},
+    allowed_global{"torch", "device", global_id::device},
+    allowed_global{"torch", "Size", global_id::size},
+    allowed_global{"builtins", "set", global_id::set},
+    allowed_global{"builtins", "frozenset", global_id::set},
+    allowed_global{"__builtin__", "set", global_id::set},
+    allowed_global{"__builtin__", "frozenset", global_id::set},
+    allowed_global{"builtins", "bytes", global_id::bytes_type},
+    allowed_global{"__builtin__", "bytes", global_id::bytes_type},
+    allowed_global{"_codecs", "encode", global_id::codecs_encode},
+};
+
+/// The allowed global `module.name`, or nullptr.
+inline const allowed_global* find_global(std::string_view module, std::string_view name) noexcept {
+  for (const auto& g : allowed_globals)
+    if (g.module == module && g.name == name) return &g;
+  return nullptr;
+}
+
+/// A global's Python name, for messages.
+inline std::string_view global_name(global_id id) noexcept {
+  switch (id) {
+    case global_id::ordered_dict: return "collections.OrderedDict";
+    case global_id::rebuild_tensor_v2: return "torch._utils._rebuild_tensor_v2";
+    case global_id::rebuild_parameter: return "torch._utils._rebuild_parameter";
+    case global_id::rebuild_parameter_with_state: return "torch._utils._rebuild_parameter_with_state";
+    case global_id::storage_type: return "a torch storage type";
+    case global_id::dtype_name: return "a torch dtype";
+    case global_id::device: return "torch.device";
+    case global_id::size: return "torch.Size";
+    case global_id::set: return "set";
+    case global_id::codecs_encode: return "_codecs.encode";
+    case global_id::bytes_type: return "bytes";
+  }
+  return "?";
+}
+
+/// The torch storage class Python writes for `dtype` ("FloatStorage"), or nullopt.
+inline std::optional<std::string_view> storage_type_name(torch::Dtype dtype) noexcept {
+  for (const auto& g : allowed_globals)
+    if (g.id == global_id::storage_type && g.dtype == dtype) return g.name;
+  return std::nullopt;
+}
+
+} // namespace graft::detail

@@ -1,0 +1,3 @@
+#pragma once
+// Python torch.save files (zip format): read them into a graft::value tree, write one back.
+#include <graft/formats/torch_save/read.hpp>

@@ -1,0 +1,142 @@
+#pragma once
+// Reading Python torch.save files (the zip format, PyTorch >= 1.6) into a graft::value tree,
+// with tensors viewing the memory-mapped file.
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include <fmt/format.h>
+#include <torch/types.h>
+
+#include <graft/error.hpp>
+#include <graft/formats/detail/pickle_reader.hpp>
+#include <graft/formats/mapped_file.hpp>
+#include <graft/formats/zip.hpp>
+#include <graft/state_dict/value.hpp>
+
+namespace graft {
+
+/// How read_torch_save builds tensors.
+struct torch_save_options {
+  /// View each stored, dtype-aligned storage record in the memory-mapped file (no copy; writes
+  /// to the tensors stay private to this process). false copies every storage into fresh memory.
+  bool mmap = true;
+};
+
+namespace detail {
+
+/// The archive's pickle record: "<name>/data.pkl" directly under the archive's one folder.
+inline const zip_record* find_pickle_record(const zip_archive& zip) noexcept {
+  for (const auto& r : zip.records()) {
+    auto slash = r.name.find('/');
+    if (r.name.ends_with("/data.pkl") && slash == r.name.size() - 9) return &r;
+  }
+  return zip.find("data.pkl");
+}
+
+// torch.save before 1.6 wrote a bare pickle stream that starts with this magic number.
+inline bool is_legacy_torch_save(const mapped_file& f) noexcept {
+  static constexpr unsigned char magic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
+                                            0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+  return f.size() >= sizeof magic && std::memcmp(f.data(), magic, sizeof magic) == 0;
+}
+
+inline value read_torch_save_zip(const std::shared_ptr<const mapped_file>& file, const torch_save_options& opts) {
+  const auto& path = file->path();
+  if (is_legacy_torch_save(*file))
+    throw format_error(fmt::format("'{}' is a legacy (PyTorch < 1.6) torch.save file, which graft does not read; "
+                                   "load and save it again in Python with torch.save(obj, path)",
+                                   path));
+  zip_archive zip(*file);
+  const zip_record* pkl = find_pickle_record(zip);
+  if (!pkl) zip.fail("no '<archive>/data.pkl' record: not a torch.save file");
+  const std::string prefix(pkl->name.substr(0, pkl->name.size() - 8));
+  if (zip.find(prefix + "constants.pkl"))
+    zip.fail("a TorchScript archive (it has constants.pkl), not a torch.save file");
+  if (auto* order = zip.find(prefix + "byteorder")) {
+    if (order->size > 16) zip.fail(fmt::format("record '{}' is not 'little' or 'big'", order->name));
+    auto text = zip.read(*order);
+    if (text != "little")
+      zip.fail(fmt::format("record '{}' says '{}'; graft reads little-endian files only", order->name, text));
+  }
+
+  // The pickle is parsed in place when it is stored, which is what torch.save does.
+  std::string inflated;
+  std::string_view pickle;
+  if (pkl->method == 0) {
+    pickle = zip.stored_bytes(*pkl);
+  } else {
+    inflated = zip.read(*pkl);
+    pickle = inflated;
+  }
+
+  std::unordered_map<std::string, c10::Storage> storages;
+  std::string record_name;
+  auto load = [&](std::string_view key, torch::Dtype dtype, std::int64_t numel, std::size_t at) -> c10::Storage {
+    record_name.assign(prefix).append("data/").append(key);
+    const zip_record* rec = zip.find(record_name);
+    if (!rec)
+      zip.fail(fmt::format("storage record '{}' is missing (named at byte {} of {})", record_name, at, pkl->name));
+    const auto itemsize = static_cast<std::int64_t>(c10::elementSize(dtype));
+    std::int64_t nbytes = 0;
+    if (__builtin_mul_overflow(numel, itemsize, &nbytes) || static_cast<std::uint64_t>(nbytes) > rec->size)
+      zip.fail(fmt::format("storage record '{}' holds {} bytes, fewer than its {} elements of {} need (named at byte {} of {})",
+                           record_name, rec->size, numel, c10::toString(dtype), at, pkl->name));
+    if (auto it = storages.find(record_name); it != storages.end()) return it->second;
+    c10::Storage storage;
+    if (rec->method == 0 && opts.mmap && zip.data_offset(*rec) % itemsize == 0) {
+      storage = mapped_file::view(file, zip.data_offset(*rec), {static_cast<std::int64_t>(rec->size)}, {1}, torch::kByte)
+                    .storage();
+    } else {
+      auto bytes = torch::empty({static_cast<std::int64_t>(rec->size)}, torch::kByte);
+      zip.read_into(*rec, bytes.data_ptr());
+      storage = bytes.storage();
+    }
+    storages.emplace(record_name, storage);
+    return storage;
+  };
+  detail::unpickler reader(pickle, path, pkl->name, load);
+  return reader.run();
+}
+
+} // namespace detail
+
+/// Whether `file` holds a Python torch.save archive: a zip with an "<archive>/data.pkl" record
+/// that is not a TorchScript archive (those also have constants.pkl).
+inline bool is_torch_save_file(const mapped_file& file) noexcept {
+  try {
+    detail::zip_archive zip(file);
+    auto* pkl = detail::find_pickle_record(zip);
+    return pkl && !zip.find(std::string(pkl->name.substr(0, pkl->name.size() - 8)) + "constants.pkl");
+  } catch (...) {
+    return false;
+  }
+}
+
+/// Reads an already-mapped torch.save file; tensors may keep the mapping alive.
+inline value read_torch_save(const std::shared_ptr<const mapped_file>& file, const torch_save_options& opts = {}) {
+  try {
+    return detail::read_torch_save_zip(file, opts);
+  } catch (const graft::error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw format_error(fmt::format("'{}': {}", file->path(), e.what_without_backtrace()));
+  } catch (const std::bad_alloc&) {
+    throw format_error(fmt::format("'{}': out of memory while reading", file->path()));
+  }
+}
+
+/// Reads the Python torch.save file at `path` (torch.load's zip format) into an object tree: a
+/// state dict becomes a dict of key → Tensor, a training checkpoint nested dicts. Tensors that
+/// share a storage in the file share memory. Throws io_error if the file cannot be opened and
+/// format_error, naming the file and the offending record or pickle byte, if it is malformed.
+inline value read_torch_save(const std::string& path, const torch_save_options& opts = {}) {
+  return read_torch_save(mapped_file::open(path), opts);
+}
+
+} // namespace graft
