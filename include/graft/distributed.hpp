@@ -1,0 +1,11 @@
+#pragma once
+// graft's distributed layer over PyTorch's c10d (ProcessGroupGloo on CPU, NCCL on GPUs):
+// process groups with timeouts, broadcast and verification of a model's tensors, gradient
+// averaging of exactly the trainable parameters, and rank-aware checkpoints. Not included by
+// graft/graft.hpp: it pulls in c10d, and links Gloo (CMake target graft::distributed).
+#include <graft/distributed/group.hpp>
+#include <graft/distributed/agree.hpp>
+#include <graft/distributed/broadcast.hpp>
+#include <graft/distributed/gradients.hpp>
+#include <graft/distributed/checkpoint.hpp>
+#include <graft/distributed/launch.hpp>
