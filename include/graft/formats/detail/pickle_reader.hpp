@@ -42,8 +42,8 @@ public:
   /// Runs the pickle to its STOP and returns the object it built.
   value run() {
     for (;;) {
-      if (pos_ >= n_) fail("the pickle ends without a STOP opcode (truncated?)");
       at_ = pos_;
+      if (pos_ >= n_) fail("the pickle ends without a STOP opcode (truncated?)");
       const unsigned char op = d_[pos_++];
       switch (op) {
         case 0x80: need(1, "PROTO"); ++pos_; break;                        // PROTO
@@ -478,7 +478,7 @@ private:
   void set_requires_grad(torch::Tensor& t, bool on) {
     if (!on) return;
     if (!c10::isFloatingType(t.scalar_type()) && !c10::isComplexType(t.scalar_type()))
-      fail(fmt::format("a {} tensor cannot require grad", c10::toString(t.scalar_type())));
+      fail(fmt::format("only floating-point and complex tensors can require grad, not {}", c10::toString(t.scalar_type())));
     t.requires_grad_(true);
   }
 
