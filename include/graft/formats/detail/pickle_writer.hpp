@@ -1,0 +1,223 @@
+#pragma once
+// The pickler: a graft::value as the protocol-2 pickle torch.save writes, with tensors as
+// _rebuild_tensor_v2 calls over persistent storage ids. Tensors that share a storage in C++
+// name one storage record, so Python sees them sharing memory too.
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <fmt/format.h>
+#include <torch/types.h>
+
+#include <graft/error.hpp>
+#include <graft/formats/detail/pickle_globals.hpp>
+#include <graft/state_dict/value.hpp>
+
+namespace graft::detail {
+
+/// A storage the pickle names by key; its bytes become the record "data/<key>".
+struct storage_record {
+  std::string key;
+  c10::Storage storage;
+};
+
+/// Pickles one graft::value. `file` names the destination in error messages.
+class pickler {
+public:
+  explicit pickler(std::string_view file) : file_(file) { out_.reserve(1 << 12); }
+
+  /// Pickles `v` whole: PROTO 2 ... STOP.
+  void dump(const value& v) {
+    out_ += "\x80\x02";
+    write(v);
+    out_ += '.';
+  }
+  /// The pickle bytes.
+  const std::string& bytes() const noexcept { return out_; }
+  /// The storages the pickle names, in key order.
+  const std::vector<storage_record>& storages() const noexcept { return storages_; }
+
+private:
+  void u32(std::uint32_t v) {
+    char b[4];
+    for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
+    out_.append(b, 4);
+  }
+  void text(std::string_view s) {
+    if (s.size() > 0xFFFFFFFFu) fail("a string longer than 4 GiB cannot be pickled");
+    out_ += 'X';
+    u32(static_cast<std::uint32_t>(s.size()));
+    out_ += s;
+  }
+  void integer(std::int64_t v) {
+    if (v >= 0 && v < 256) {
+      out_ += 'K';
+      out_ += static_cast<char>(v);
+    } else if (v >= 0 && v < 65536) {
+      out_ += 'M';
+      out_ += static_cast<char>(v & 0xFF);
+      out_ += static_cast<char>(v >> 8);
+    } else if (v >= INT32_MIN && v <= INT32_MAX) {
+      out_ += 'J';
+      u32(static_cast<std::uint32_t>(static_cast<std::int32_t>(v)));
+    } else {
+      // LONG1: the shortest little-endian two's complement that keeps the sign.
+      char b[8];
+      auto u = static_cast<std::uint64_t>(v);
+      for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(u >> (8 * i));
+      int n = 8;
+      while (n > 1 && ((b[n - 1] == 0 && !(b[n - 2] & 0x80)) || (b[n - 1] == char(0xFF) && (b[n - 2] & 0x80)))) --n;
+      out_ += '\x8a';
+      out_ += static_cast<char>(n);
+      out_.append(b, n);
+    }
+  }
+  void floating(double d) {
+    std::uint64_t bits;
+    std::memcpy(&bits, &d, 8);
+    out_ += 'G';
+    for (int i = 7; i >= 0; --i) out_ += static_cast<char>(bits >> (8 * i));
+  }
+  // A global, memoized on first use so each is spelled once.
+  void global(std::string_view module, std::string_view name) {
+    std::string full = fmt::format("{}\n{}\n", module, name);
+    if (auto it = memo_.find(full); it != memo_.end()) return get(it->second);
+    out_ += 'c';
+    out_ += full;
+    auto id = static_cast<std::uint32_t>(memo_.size());
+    memo_.emplace(std::move(full), id);
+    if (id < 256) {
+      out_ += 'q';
+      out_ += static_cast<char>(id);
+    } else {
+      out_ += 'r';
+      u32(id);
+    }
+  }
+  void get(std::uint32_t id) {
+    if (id < 256) {
+      out_ += 'h';
+      out_ += static_cast<char>(id);
+    } else {
+      out_ += 'j';
+      u32(id);
+    }
+  }
+  void int_tuple(c10::IntArrayRef xs) {
+    if (xs.empty()) { out_ += ')'; return; }
+    if (xs.size() > 3) out_ += '(';
+    for (auto x : xs) integer(x);
+    out_ += xs.size() == 1 ? '\x85' : xs.size() == 2 ? '\x86' : xs.size() == 3 ? '\x87' : 't';
+  }
+  void empty_ordered_dict() {
+    global("collections", "OrderedDict");
+    out_ += ")R";
+  }
+
+  [[noreturn]] void fail(std::string_view what) const {
+    throw format_error(fmt::format("cannot write '{}': {}{}", file_, what,
+                                   path_.empty() ? std::string() : fmt::format(" (at '{}')", path_)));
+  }
+
+  void write(const value& v) {
+    if (v.is_none()) out_ += 'N';
+    else if (v.is_bool()) out_ += v.as_bool() ? '\x88' : '\x89';
+    else if (v.is_int()) integer(v.as_int());
+    else if (v.is_float()) floating(v.as_number());
+    else if (v.is_string()) text(v.as_string());
+    else if (v.is_bytes()) {
+      // BINBYTES (protocol 3) reads back as bytes in every Python 3 unpickler.
+      auto& b = std::get<value::bytes>(v.raw()).data;
+      if (b.size() > 0xFFFFFFFFu) fail("bytes longer than 4 GiB cannot be pickled");
+      out_ += 'B';
+      u32(static_cast<std::uint32_t>(b.size()));
+      out_ += b;
+    } else if (v.is_tensor()) tensor(v.as_tensor());
+    else if (v.is_sequence()) sequence_of(v.as_sequence());
+    else if (v.is_dict()) dict_of(v.as_dict());
+  }
+
+  void sequence_of(const sequence& s) {
+    const auto n = s.items.size();
+    auto item = [&](std::size_t i) {
+      auto keep = path_.size();
+      path_ += (path_.empty() ? "" : ".") + std::to_string(i);
+      write(s.items[i]);
+      path_.resize(keep);
+    };
+    if (s.is_tuple) {
+      if (n == 0) { out_ += ')'; return; }
+      if (n > 3) out_ += '(';
+      for (std::size_t i = 0; i < n; ++i) item(i);
+      out_ += n == 1 ? '\x85' : n == 2 ? '\x86' : n == 3 ? '\x87' : 't';
+      return;
+    }
+    out_ += ']';
+    if (n == 0) return;
+    out_ += '(';
+    for (std::size_t i = 0; i < n; ++i) item(i);
+    out_ += 'e';
+  }
+
+  // A dict of tensors (a state dict) is written as the OrderedDict state_dict() returns; any
+  // other dict as a plain dict, as Python writes checkpoints and optimizer states.
+  void dict_of(const dict& d) {
+    bool state_dict = !d.empty();
+    for (auto& [k, v] : d) state_dict &= v.is_tensor();
+    if (state_dict) empty_ordered_dict();
+    else out_ += '}';
+    if (d.empty()) return;
+    out_ += '(';
+    for (auto& [k, v] : d) {
+      write(k);
+      auto keep = path_.size();
+      path_ += (path_.empty() ? "" : ".") + (k.is_string() || k.is_int() ? k.key_text() : std::string(k.type_name()));
+      write(v);
+      path_.resize(keep);
+    }
+    out_ += 'u';
+  }
+
+  void tensor(torch::Tensor t) {
+    if (!t.defined()) { out_ += 'N'; return; }
+    if (t.layout() != torch::kStrided) fail(fmt::format("a tensor of layout {} cannot be saved; only strided (dense) tensors can", c10::str(t.layout())));
+    auto type = storage_type_name(t.scalar_type());
+    if (!type) fail(fmt::format("dtype {} has no torch storage type graft can write", c10::toString(t.scalar_type())));
+    if (!t.device().is_cpu()) t = t.cpu();
+    if (t.is_conj()) t = t.resolve_conj();
+    if (t.is_neg()) t = t.resolve_neg();
+    const auto itemsize = static_cast<std::int64_t>(t.element_size());
+    auto storage = t.storage();
+    auto [it, fresh] = keys_.try_emplace(storage.unsafeGetStorageImpl(), storages_.size());
+    if (fresh) storages_.push_back({std::to_string(storages_.size()), storage});
+    const auto& key = storages_[it->second].key;
+
+    global("torch._utils", "_rebuild_tensor_v2");
+    out_ += "((";
+    text("storage");
+    global("torch", *type);
+    text(key);
+    text("cpu");
+    integer(static_cast<std::int64_t>(storage.nbytes()) / itemsize);
+    out_ += "tQ";
+    integer(t.storage_offset());
+    int_tuple(t.sizes());
+    int_tuple(t.strides());
+    out_ += t.requires_grad() ? '\x88' : '\x89';
+    empty_ordered_dict();  // backward hooks
+    out_ += "tR";
+  }
+
+  std::string_view file_;
+  std::string out_;
+  std::string path_;
+  std::unordered_map<std::string, std::uint32_t> memo_;
+  std::unordered_map<const c10::StorageImpl*, std::size_t> keys_;
+  std::vector<storage_record> storages_;
+};
+
+} // namespace graft::detail
