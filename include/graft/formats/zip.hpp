@@ -131,7 +131,7 @@ public:
     check_readable(r);
     std::uint64_t start = data_offset(r);
     if (r.method == 0) {
-      std::memcpy(out, file_->data() + start, r.size);
+      if (r.size) std::memcpy(out, file_->data() + start, r.size);
       return;
     }
     z_stream z{};
