@@ -1,0 +1,194 @@
+#pragma once
+// Reading safetensors files, single or sharded, into a dict of name → tensor that views the
+// memory-mapped file.
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <new>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include <graft/error.hpp>
+#include <graft/formats/mapped_file.hpp>
+#include <graft/formats/safetensors/header.hpp>
+#include <graft/formats/safetensors/json.hpp>
+#include <graft/state_dict/value.hpp>
+
+namespace graft {
+
+/// How read_safetensors builds tensors.
+struct safetensors_options {
+  /// View each tensor in the memory-mapped file (no copy; writes to the tensors stay private to
+  /// this process). Tensors whose data is not aligned for their dtype are copied regardless.
+  /// false copies every tensor into fresh memory.
+  bool mmap = true;
+};
+
+namespace detail {
+
+inline dict safetensors_tensors(const std::shared_ptr<const mapped_file>& file, const safetensors_header& h,
+                                const safetensors_options& opts) {
+  dict out;
+  out.reserve(h.tensors.size());
+  for (const auto& t : h.tensors) {
+    const auto offset = h.data_start + t.begin;
+    const auto nbytes = t.end - t.begin;
+    const auto itemsize = c10::elementSize(t.dtype);
+    torch::Tensor tensor;
+    if (opts.mmap && nbytes > 0 && offset % itemsize == 0) {
+      std::vector<std::int64_t> strides(t.shape.size());
+      std::int64_t s = 1;
+      for (std::size_t i = t.shape.size(); i-- > 0;) {
+        strides[i] = s;
+        s *= t.shape[i];
+      }
+      tensor = mapped_file::view(file, offset, t.shape, strides, t.dtype);
+    } else {
+      tensor = torch::empty(t.shape, torch::TensorOptions().dtype(t.dtype));
+      if (nbytes) std::memcpy(tensor.data_ptr(), file->data() + offset, nbytes);
+    }
+    out.append(t.name, std::move(tensor));  // names are unique: parse_json_strict refuses repeats
+  }
+  return out;
+}
+
+template <class F>
+decltype(auto) rethrow_as_format_error(const std::string& path, F&& f) {
+  try {
+    return std::forward<F>(f)();
+  } catch (const graft::error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw format_error(fmt::format("'{}': {}", path, e.what_without_backtrace()));
+  } catch (const std::bad_alloc&) {
+    throw format_error(fmt::format("'{}': out of memory while reading", path));
+  }
+}
+
+/// Whether `path` names a sharded checkpoint's index rather than a safetensors file.
+inline bool is_safetensors_index_path(std::string_view path) noexcept { return path.ends_with(".json"); }
+
+/// The parsed index of a sharded checkpoint: its JSON and the weight map in written order.
+struct safetensors_index {
+  nlohmann::ordered_json json;
+  std::vector<std::pair<std::string, std::string>> weight_map;  ///< tensor name → shard file name
+};
+
+inline safetensors_index parse_safetensors_index(const std::string& path) {
+  auto file = mapped_file::open(path);
+  auto fail = [&](std::string_view what) { throw format_error(fmt::format("'{}': {}", path, what)); };
+  if (file->size() > safetensors_max_header)
+    fail(fmt::format("{} bytes is too large for a safetensors index (the limit is {})", file->size(), safetensors_max_header));
+  safetensors_index index;
+  index.json = parse_json_strict(file->bytes(0, file->size()), path, 0);
+  if (!index.json.is_object()) fail(fmt::format("the index is a JSON {}, not an object", index.json.type_name()));
+  if (!index.json.contains("weight_map")) fail("the index has no \"weight_map\"");
+  const auto& map = index.json["weight_map"];
+  if (!map.is_object()) fail(fmt::format("\"weight_map\" is a JSON {}, not an object of tensor name → shard file", map.type_name()));
+  if (index.json.contains("metadata") && !index.json["metadata"].is_object())
+    fail(fmt::format("\"metadata\" is a JSON {}, not an object", index.json["metadata"].type_name()));
+  for (const auto& [name, shard] : map.items()) {
+    if (!shard.is_string()) fail(fmt::format("\"weight_map\" puts tensor '{}' in a JSON {}, not a shard file name", name, shard.type_name()));
+    auto s = shard.get<std::string>();
+    // Shards live beside the index; a path would let an index reach any file on the machine.
+    if (s.empty() || s.find('/') != std::string::npos || s == "." || s == "..")
+      fail(fmt::format("\"weight_map\" puts tensor '{}' in '{}', which is not a file name in the index's folder", name, s));
+    index.weight_map.emplace_back(name, std::move(s));
+  }
+  return index;
+}
+
+inline value read_safetensors_sharded(const std::string& path, const safetensors_options& opts) {
+  auto index = parse_safetensors_index(path);
+  const auto dir = std::filesystem::path(path).parent_path();
+  auto fail = [&](std::string_view what) { throw format_error(fmt::format("'{}': {}", path, what)); };
+
+  std::unordered_map<std::string_view, const std::string*> shard_of;  // tensor → shard the index names
+  std::vector<std::string_view> shards;                                // in order of first mention
+  for (const auto& [name, shard] : index.weight_map) {
+    shard_of.emplace(name, &shard);
+    if (std::find(shards.begin(), shards.end(), shard) == shards.end()) shards.push_back(shard);
+  }
+
+  std::unordered_map<std::string_view, torch::Tensor> found;
+  found.reserve(index.weight_map.size());
+  std::vector<dict> keep;  // owns the keys `found` points into until the result is built
+  keep.reserve(shards.size());
+  for (auto shard : shards) {
+    auto shard_path = (dir / shard).string();
+    auto file = mapped_file::open(shard_path);
+    auto h = parse_safetensors_header(*file);
+    keep.push_back(safetensors_tensors(file, h, opts));
+    for (auto& [k, v] : keep.back()) {
+      const auto& name = k.as_string();
+      auto it = shard_of.find(name);
+      if (it == shard_of.end())
+        fail(fmt::format("shard '{}' holds tensor '{}', which \"weight_map\" does not list", shard, name));
+      if (*it->second != shard)
+        fail(fmt::format("tensor '{}' is in shard '{}', but \"weight_map\" puts it in '{}'", name, shard, *it->second));
+      found.emplace(name, v.as_tensor());
+    }
+  }
+  dict out;
+  out.reserve(index.weight_map.size());
+  for (const auto& [name, shard] : index.weight_map) {
+    auto it = found.find(name);
+    if (it == found.end()) fail(fmt::format("tensor '{}' is missing: \"weight_map\" puts it in '{}', which does not hold it", name, shard));
+    out.append(name, it->second);
+  }
+  return out;
+}
+
+} // namespace detail
+
+/// Whether `file` looks like a safetensors file: a plausible header length followed by '{'.
+inline bool is_safetensors_file(const mapped_file& file) noexcept {
+  if (file.size() < 10) return false;
+  const auto n = detail::read_le64(file.data());
+  return n >= 2 && n <= file.size() - 8 && file.bytes(8, 1) == "{";
+}
+
+/// Reads an already-mapped safetensors file; tensors may keep the mapping alive.
+inline value read_safetensors(const std::shared_ptr<const mapped_file>& file, const safetensors_options& opts = {}) {
+  return detail::rethrow_as_format_error(file->path(), [&] {
+    return value(detail::safetensors_tensors(file, detail::parse_safetensors_header(*file), opts));
+  });
+}
+
+/// Reads a safetensors file into a dict of name → tensor, in the order its header lists them.
+/// A path ending in ".json" is a sharded checkpoint's index (`model.safetensors.index.json`):
+/// every shard it names in its folder is read and the union returned in the index's order,
+/// after checking that each tensor is in the shard the index names and none is missing.
+/// Throws io_error if a file cannot be opened and format_error, naming the file, the tensor
+/// and the byte offset, if one is malformed.
+inline value read_safetensors(const std::string& path, const safetensors_options& opts = {}) {
+  if (detail::is_safetensors_index_path(path))
+    return detail::rethrow_as_format_error(path, [&] { return detail::read_safetensors_sharded(path, opts); });
+  return read_safetensors(mapped_file::open(path), opts);
+}
+
+/// The "__metadata__" of a safetensors file (string → string), reading only its header. For a
+/// sharded checkpoint's index, its "metadata" object, non-string values as their JSON text
+/// (`{"total_size": "1234"}`).
+inline std::map<std::string, std::string> read_safetensors_metadata(const std::string& path) {
+  if (detail::is_safetensors_index_path(path)) {
+    auto index = detail::parse_safetensors_index(path);
+    std::map<std::string, std::string> out;
+    if (index.json.contains("metadata"))
+      for (const auto& [k, v] : index.json["metadata"].items()) out.emplace(k, v.is_string() ? v.get<std::string>() : v.dump());
+    return out;
+  }
+  return detail::parse_safetensors_header(*mapped_file::open(path)).metadata;
+}
+
+} // namespace graft
