@@ -38,13 +38,14 @@ public:
   /// The value under a string key; a key_error listing the keys there are if it is absent.
   const value& at(std::string_view key) const;
 
-  std::size_t size() const noexcept { return items_.size(); }
-  bool empty() const noexcept { return items_.empty(); }
-  auto begin() const noexcept { return items_.begin(); }
-  auto end() const noexcept { return items_.end(); }
-  auto begin() noexcept { return items_.begin(); }
-  auto end() noexcept { return items_.end(); }
-  void reserve(std::size_t n) { items_.reserve(n); }
+  // Defined after value: std::vector<item> needs value complete for these.
+  std::size_t size() const noexcept;
+  bool empty() const noexcept;
+  std::vector<item>::const_iterator begin() const noexcept;
+  std::vector<item>::const_iterator end() const noexcept;
+  std::vector<item>::iterator begin() noexcept;
+  std::vector<item>::iterator end() noexcept;
+  void reserve(std::size_t n);
 
 private:
   std::vector<item> items_;
@@ -143,6 +144,14 @@ inline void dict::set(value key, value v) {
   }
   items_.emplace_back(std::move(key), std::move(v));
 }
+
+inline std::size_t dict::size() const noexcept { return items_.size(); }
+inline bool dict::empty() const noexcept { return items_.empty(); }
+inline std::vector<dict::item>::const_iterator dict::begin() const noexcept { return items_.begin(); }
+inline std::vector<dict::item>::const_iterator dict::end() const noexcept { return items_.end(); }
+inline std::vector<dict::item>::iterator dict::begin() noexcept { return items_.begin(); }
+inline std::vector<dict::item>::iterator dict::end() noexcept { return items_.end(); }
+inline void dict::reserve(std::size_t n) { items_.reserve(n); }
 
 inline void dict::append(value key, value v) { items_.emplace_back(std::move(key), std::move(v)); }
 
