@@ -130,7 +130,7 @@ inline safetensors_header parse_safetensors_header(const mapped_file& f) {
     if (!js.is_array()) bad(fmt::format("\"shape\" is a JSON {}, not an array", js.type_name()));
     safetensors_entry t{name, *known->dtype, {}, 0, 0};
     std::uint64_t numel = 1;
-    bool overflow = false;
+    bool overflow = false, empty = false;
     for (const auto& d : js) {
       auto dim = json_index(d);
       if (!dim) bad(fmt::format("\"shape\" {} holds {}, not a non-negative integer", js.dump(), d.dump()));
@@ -138,10 +138,11 @@ inline safetensors_header parse_safetensors_header(const mapped_file& f) {
         bad(fmt::format("\"shape\" {} has a dimension too large for libtorch", js.dump()));
       t.shape.push_back(static_cast<std::int64_t>(*dim));
       overflow |= __builtin_mul_overflow(numel, *dim, &numel);
+      empty |= *dim == 0;
     }
     std::uint64_t nbytes = 0;
     // A zero dimension makes an overflowing product harmless: the tensor is empty.
-    if (numel != 0 && (overflow || __builtin_mul_overflow(numel, known->itemsize, &nbytes)))
+    if (!empty && (overflow || __builtin_mul_overflow(numel, known->itemsize, &nbytes)))
       bad(fmt::format("\"shape\" {} of {} needs more bytes than 64 bits can count", js.dump(), code));
 
     const auto& jo = e["data_offsets"];

@@ -17,6 +17,11 @@ namespace graft::detail {
 /// Parses `text` (the bytes at file offset `at` of `file`) keeping object keys in their written
 /// order; a format_error naming the file for invalid JSON or a key repeated within an object.
 inline nlohmann::ordered_json parse_json_strict(std::string_view text, const std::string& file, std::size_t at) {
+  // nlohmann stops at a NUL as if the input ended there, and would ignore what follows.
+  if (auto nul = text.find('\0'); nul != std::string_view::npos)
+    throw format_error(fmt::format("'{}': invalid JSON at byte {}: a NUL byte (JSON never holds one; safetensors pads its "
+                                   "header with spaces)",
+                                   file, at + nul));
   std::vector<std::set<std::string>> seen;  // keys of each object being parsed, innermost last
   auto check = [&](int, nlohmann::ordered_json::parse_event_t event, nlohmann::ordered_json& parsed) {
     using ev = nlohmann::ordered_json::parse_event_t;
