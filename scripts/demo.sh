@@ -4,5 +4,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 graft_install_packages
 graft_build default
 cd "$GRAFT_ROOT"
-demo=build/default/examples/01_selectors
+demo=build/default/examples/05_transfer_fashion_mnist
 "$demo" "$@"
