@@ -281,3 +281,21 @@ except ZeroDivisionError as e:
           graft::lr_scheduler s(*opt, graft::one_cycle{.total_steps = 10, .pct_start = 0.1});
         }) == "[graft.option] one_cycle.total_steps = 10 is too small for pct_start = 0.1: phase 1 has no steps");
 }
+
+TEST_CASE("sync() takes up a new group at the current epoch without advancing", "[schedules]") {
+  auto a = torch::zeros({1}, torch::requires_grad());
+  auto b = torch::zeros({1}, torch::requires_grad());
+  torch::optim::SGD opt(std::vector<torch::Tensor>{a}, torch::optim::SGDOptions(0.1));
+  graft::lr_scheduler sched(opt, graft::cosine_annealing{.t_max = 10});
+  sched.step();
+  sched.step();
+  auto epoch2 = sched.last_lrs();
+  opt.add_param_group(torch::optim::OptimizerParamGroup({b}, std::make_unique<torch::optim::SGDOptions>(0.01)));
+  sched.sync();
+  CHECK(sched.epoch() == 2);
+  REQUIRE(sched.last_lrs().size() == 2);
+  CHECK(sched.last_lrs()[0] == epoch2[0]);
+  CHECK(sched.base_lrs()[1] == 0.01);
+  // The new group has exactly the ratio of its base lr to the first group's.
+  CHECK(opt.param_groups()[1].options().get_lr() == Approx(epoch2[0] * 0.1).epsilon(1e-12));
+}

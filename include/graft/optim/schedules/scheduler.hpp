@@ -61,7 +61,7 @@ inline double* momentum_slot(torch::optim::OptimizerOptions& o) {
 
 /// Drives every param group of a libtorch optimizer by a schedule; attaching sets epoch 0's lrs,
 /// each step() moves one epoch (PyTorch's scheduler.step()). Groups added to the optimizer later
-/// are picked up by the next step(), their lr at that moment becoming their base lr.
+/// are picked up by the next step() (or at once by sync()), their lr then becoming their base lr.
 class lr_scheduler {
 public:
   /// Attaches `schedule`; each group's current lr becomes its base lr. Throws option_error on bad settings.
@@ -74,6 +74,9 @@ public:
 
   /// Moves to the next epoch and sets every group's lr (and momentum, for one_cycle).
   void step() { apply(epoch_ + 1, base_lrs_); }
+  /// Takes up groups added since the last step now, at the current epoch (their lr becomes
+  /// their base lr), so a group added mid-epoch trains at its scheduled lr at once.
+  void sync() { apply(epoch_, base_lrs_); }
 
   /// The epoch whose lrs are set: 0 after attaching, +1 per step() (PyTorch's last_epoch).
   std::int64_t epoch() const noexcept { return epoch_; }
