@@ -70,22 +70,22 @@ TORCH_MODULE(Net);
 // ---------------------------------------------------------------------------------------------
 // Training and evaluation: plain libtorch.
 
-// A one-line progress bar, redrawn in place; only when stdout is a terminal, so that logs and
-// ctest's golden comparison see the per-epoch lines alone.
+// A one-line progress bar over mini-batches, redrawn in place; only when stdout is a terminal,
+// so that logs and ctest's golden comparison see the per-epoch lines alone.
 class progress_bar {
 public:
   progress_bar(std::string label, std::int64_t total) : label_(std::move(label)), total_(total) {}
-  ~progress_bar() { clear(); }
-  void update(std::int64_t done, double loss) {
+  ~progress_bar() {
     if (!on_terminal()) return;
-    constexpr int width = 30;
-    auto filled = int(width * done / total_);
-    fmt::print("\r{} [{:=<{}}{:<{}}] {}/{}  loss {:.4f}", label_, "", filled, "", width - filled, done, total_, loss);
+    fmt::print("\r\033[K");  // erase the bar: the line printed next takes its place
     std::fflush(stdout);
   }
-  void clear() {
+  void advance(double loss) {
+    ++done_;
     if (!on_terminal()) return;
-    fmt::print("\r\033[K");
+    constexpr std::int64_t width = 30;
+    auto filled = width * done_ / total_;
+    fmt::print("\r{} [{:=<{}}{:<{}}] {}/{}  loss {:.4f}", label_, "", filled, "", width - filled, done_, total_, loss);
     std::fflush(stdout);
   }
   static bool on_terminal() {
@@ -95,7 +95,7 @@ public:
 
 private:
   std::string label_;
-  std::int64_t total_;
+  std::int64_t total_, done_ = 0;
 };
 
 struct epoch_stats {
@@ -105,13 +105,12 @@ struct epoch_stats {
 // One pass over (x, y) in shuffled mini-batches. `sched` is stepped after every batch: all the
 // schedules below count batches.
 epoch_stats train_epoch(Net& net, torch::optim::Optimizer& opt, graft::lr_scheduler& sched, const torch::Tensor& x,
-                        const torch::Tensor& y, std::int64_t batch_size, const std::string& label) {
+                        const torch::Tensor& y, std::int64_t batch_size, progress_bar& bar) {
   // graft::train, not net->train(): it keeps layers whose statistics are frozen in eval mode.
   graft::train(*net);
   auto n = x.size(0);
   auto order = torch::randperm(n);
   auto batches = (n + batch_size - 1) / batch_size;
-  progress_bar bar(label, batches);
   double loss_sum = 0;
   std::int64_t correct = 0;
   for (std::int64_t b = 0; b < batches; ++b) {
@@ -123,9 +122,10 @@ epoch_stats train_epoch(Net& net, torch::optim::Optimizer& opt, graft::lr_schedu
     loss.backward();
     opt.step();
     sched.step();
-    loss_sum += loss.item<double>() * double(idx.size(0));
+    auto batch_loss = loss.item<double>();
+    loss_sum += batch_loss * double(idx.size(0));
     correct += logits.argmax(1).eq(yb).sum().item<std::int64_t>();
-    bar.update(b + 1, loss_sum / double(std::min(n, (b + 1) * batch_size)));
+    bar.advance(batch_loss);
   }
   return {loss_sum / double(n), 100.0 * double(correct) / double(n)};
 }
@@ -162,7 +162,8 @@ int default_threads() {
 
 struct options {
   std::string data = std::string(fashion_mnist::default_dir);
-  std::string checkpoint = "fashion_mnist_5class.pt";
+  // In the temporary directory, so that a run from the source tree leaves no file there.
+  std::string checkpoint = (std::filesystem::temp_directory_path() / "graft_fashion_mnist_5class.pt").string();
   std::uint64_t seed = 1;
   int pretrain_epochs = 2;
   int shots = 10;
@@ -179,17 +180,16 @@ int main(int argc, char** argv) try {
   app.add_option("--data", o.data, "directory holding the Fashion-MNIST IDX files")->capture_default_str();
   app.add_option("--checkpoint", o.checkpoint, "where to save the pretrained 5-class model")->capture_default_str();
   app.add_option("--seed", o.seed, "random seed: the same seed gives the same run")->capture_default_str();
-  auto* pe = app.add_option("--pretrain-epochs", o.pretrain_epochs, "epochs of pretraining on classes 0-4")->capture_default_str();
-  auto* sh = app.add_option("--shots", o.shots, "labelled training images per class for fine-tuning")->capture_default_str();
-  auto* ep = app.add_option("--epochs", o.epochs, "epochs of each fine-tuning run")->capture_default_str();
-  app.add_option("--threads", o.threads, "intra-op threads for libtorch (default: OMP_NUM_THREADS, else 2)")->capture_default_str();
+  auto* pe = app.add_option("--pretrain-epochs", o.pretrain_epochs, "epochs of pretraining on classes 0-4")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--shots", o.shots, "labelled training images per class for fine-tuning")->check(CLI::PositiveNumber)->capture_default_str();
+  auto* ep = app.add_option("--epochs", o.epochs, "epochs of each fine-tuning run")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--threads", o.threads, "intra-op threads for libtorch (default: OMP_NUM_THREADS, else 2)")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_flag("--quick", o.quick, "the reduced configuration ctest runs (1 pretraining epoch, 30 fine-tuning epochs)");
   CLI11_PARSE(app, argc, argv);
   if (o.quick) {
     if (pe->count() == 0) o.pretrain_epochs = 1;
     if (ep->count() == 0) o.epochs = 30;
   }
-  (void)sh;
 
   const auto start = std::chrono::steady_clock::now();
   torch::set_num_threads(o.threads);
@@ -217,7 +217,11 @@ int main(int argc, char** argv) try {
     auto test5_x = fashion_mnist::normalize(test5.images);
     for (int e = 1; e <= o.pretrain_epochs; ++e) {
       auto t0 = std::chrono::steady_clock::now();
-      auto s = train_epoch(pretrained, opt, sched, five_x, five.labels, batch, fmt::format("   epoch {}/{}", e, o.pretrain_epochs));
+      epoch_stats s;
+      {
+        progress_bar bar(fmt::format("   epoch {}/{}", e, o.pretrain_epochs), batches);
+        s = train_epoch(pretrained, opt, sched, five_x, five.labels, batch, bar);
+      }
       auto secs = seconds_since(t0);
       auto acc = percent(predict(pretrained, test5_x).eq(test5.labels));
       fmt::print("   epoch {}/{}  loss {:.4f}  train accuracy {:.1f}%  test accuracy (classes 0-4) {:.1f}%  {:.1f} s\n", e,
@@ -273,11 +277,16 @@ int main(int argc, char** argv) try {
     torch::manual_seed(o.seed + 2);  // the same batch order for every strategy
     const int report_every = std::max(1, o.epochs / 5);
     auto t0 = std::chrono::steady_clock::now();
-    for (int e = 1; e <= o.epochs; ++e) {
-      auto s = train_epoch(net, opt, sched, few_x, few.labels, batch, fmt::format("   {} epoch {}/{}", strategy, e, o.epochs));
-      if (e % report_every == 0)
-        fmt::print("     epoch {:>3}/{}  loss {:.4f}  train accuracy {:5.1f}%\n", e, o.epochs, s.loss, s.accuracy);
-      std::fflush(stdout);
+    {
+      progress_bar bar("     " + strategy, steps);
+      for (int e = 1; e <= o.epochs; ++e) {
+        auto s = train_epoch(net, opt, sched, few_x, few.labels, batch, bar);
+        if (e % report_every == 0) {
+          if (progress_bar::on_terminal()) fmt::print("\r\033[K");
+          fmt::print("     epoch {:>3}/{}  loss {:.4f}  train accuracy {:5.1f}%\n", e, o.epochs, s.loss, s.accuracy);
+          std::fflush(stdout);
+        }
+      }
     }
     auto secs = seconds_since(t0);
     auto hits = predict(net, test_x).eq(test_y);
@@ -353,6 +362,9 @@ int main(int argc, char** argv) try {
   fmt::print("\ncheck: every transfer strategy beats training from scratch: {}\n", all_beat ? "yes" : "no");
   return all_beat ? 0 : 1;
 } catch (const fashion_mnist::data_error& e) {
+  fmt::print(stderr, "error: {}\n(--data DIR reads the files from another directory)\n", e.what());
+  return 2;
+} catch (const std::exception& e) {
   fmt::print(stderr, "error: {}\n", e.what());
   return 2;
 }
