@@ -192,17 +192,21 @@ TEST_CASE("reading a huge safetensors file costs nothing until its data is touch
 TEST_CASE("read_safetensors reads a sharded checkpoint through its index", "[safetensors]") {
   scratch_dir dir;
   auto index = dir.file("model.safetensors.index.json");
-  run_python(py_writer + fmt::format(R"PY(
-import os
-d = "{}"
-save({{"layer.0.w": torch.ones(2, 2), "layer.0.b": torch.zeros(2)}}, os.path.join(d, "model-00001-of-00002.safetensors"))
-save({{"layer.1.w": torch.full((2, 2), 3.0), "head": torch.arange(3)}}, os.path.join(d, "model-00002-of-00002.safetensors"))
-wm = {{"layer.0.b": "model-00001-of-00002.safetensors", "layer.0.w": "model-00001-of-00002.safetensors",
-      "head": "model-00002-of-00002.safetensors", "layer.1.w": "model-00002-of-00002.safetensors"}}
-with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
-    json.dump({{"metadata": {{"total_size": 56, "format": "pt"}}, "weight_map": wm}}, f, indent=2)
-)PY",
-                                           dir.path().string()));
+  // Shards as transformers' save_pretrained lays them out (written by graft: the Python writer
+  // is checked above, and the index is what is under test here).
+  graft::write_safetensors(dir.file("model-00001-of-00002.safetensors"),
+                           {{"layer.0.w", torch::ones({2, 2})}, {"layer.0.b", torch::zeros({2})}});
+  graft::write_safetensors(dir.file("model-00002-of-00002.safetensors"),
+                           {{"layer.1.w", torch::full({2, 2}, 3.0)}, {"head", torch::arange(3)}});
+  std::ofstream(index) << R"({
+  "metadata": {"total_size": 56, "format": "pt"},
+  "weight_map": {
+    "layer.0.b": "model-00001-of-00002.safetensors",
+    "layer.0.w": "model-00001-of-00002.safetensors",
+    "head": "model-00002-of-00002.safetensors",
+    "layer.1.w": "model-00002-of-00002.safetensors"
+  }
+})";
   auto v = graft::read_safetensors(index);
   CHECK(keys(v) == std::vector<std::string>{"layer.0.b", "layer.0.w", "head", "layer.1.w"});
   CHECK(torch::equal(v.as_dict().at("layer.1.w").as_tensor(), torch::full({2, 2}, 3.0)));

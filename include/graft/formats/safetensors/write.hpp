@@ -65,7 +65,7 @@ inline void write_safetensors(const std::string& path, const std::vector<std::pa
     if (name == "__metadata__") fail("'__metadata__' is reserved for the metadata and cannot name a tensor");
     if (!names.insert(name).second) throw key_error(fmt::format("cannot write '{}': tensor '{}' is given twice", path, name));
     if (!t.defined()) fail(fmt::format("tensor '{}' is undefined", name));
-    if (t.layout() != torch::kStrided) fail(fmt::format("tensor '{}' is not dense ({})", name, c10::toString(t.layout())));
+    if (t.layout() != torch::kStrided) fail(fmt::format("tensor '{}' is not a dense (strided) tensor", name));
     if (t.is_quantized() || detail::safetensors_code(t.scalar_type()).empty())
       fail(fmt::format("tensor '{}' has dtype {}, which safetensors cannot hold", name, c10::toString(t.scalar_type())));
     layout[i] = i;
