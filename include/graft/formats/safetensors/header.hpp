@@ -100,7 +100,9 @@ inline safetensors_header parse_safetensors_header(const mapped_file& f) {
     fail(fmt::format("the header is a JSON {}, not an object mapping tensor names to their entries", root.type_name()));
 
   h.tensors.reserve(root.size());
-  for (auto& [name, e] : root.items()) {
+  for (auto& item : root.items()) {
+    const std::string& name = item.key();  // not a structured binding: lambdas below capture it
+    auto& e = item.value();
     if (name == "__metadata__") {
       if (!e.is_object()) fail(fmt::format("'__metadata__' is a JSON {}, not an object of strings", e.type_name()));
       for (auto& [k, v] : e.items()) {
