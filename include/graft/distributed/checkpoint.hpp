@@ -25,7 +25,6 @@
 #include <graft/distributed/broadcast.hpp>
 #include <graft/distributed/group.hpp>
 #include <graft/error.hpp>
-#include <graft/formats/read.hpp>
 #include <graft/state_dict/merge.hpp>
 #include <graft/state_dict/pipeline.hpp>
 #include <graft/state_dict/state_dict.hpp>
@@ -48,10 +47,35 @@ struct load_options {
   bool strip_ddp_prefix = true;  ///< drop "module." when every key has it
 };
 
-/// Reads a checkpoint of any format graft knows (graft::read_value): Python's torch.save files
-/// including state_dict()'s OrderedDict, safetensors, libtorch archives. Nested dicts give
-/// dotted keys ({"model": {...}} gives "model.conv1.weight"); non-tensor values are extras.
-inline state_dict read_checkpoint(const std::string& path) { return state_dict::from_value(read_value(path)); }
+/// Reads a file torch.save (Python) or torch::pickle_save wrote: a dict of tensors, possibly
+/// nested ({"model": {...}, "epoch": 3} gives "model.conv1.weight"); non-tensor values are
+/// skipped. Python's state_dict() is an OrderedDict, which libtorch's reader cannot decode:
+/// save dict(model.state_dict()) from Python, or write with graft::dist::save.
+inline state_dict read_checkpoint(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw io_error(fmt::format("cannot open checkpoint '{}': {}", path, std::strerror(errno)));
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  c10::IValue root;
+  try {
+    root = torch::pickle_load(bytes);
+  } catch (const std::exception& e) {
+    throw format_error(fmt::format("'{}' is not a torch.save file libtorch can read: {}", path, e.what()));
+  }
+  if (!root.isGenericDict())
+    throw format_error(fmt::format("'{}' holds a {}, not a dict of tensors{}", path, root.tagKind(),
+                                   root.isNone() ? " (an OrderedDict reads as None: save dict(model.state_dict()) from Python)" : ""));
+  state_dict sd;
+  auto walk_dict = [&](auto& self, const c10::impl::GenericDict& d, const std::string& prefix) -> void {
+    for (auto& kv : d) {
+      if (!kv.key().isString()) continue;
+      std::string key = prefix + kv.key().toStringRef();
+      if (kv.value().isTensor()) sd.insert(key, kv.value().toTensor());
+      else if (kv.value().isGenericDict()) self(self, kv.value().toGenericDict(), key + ".");
+    }
+  };
+  walk_dict(walk_dict, root.toGenericDict(), "");
+  return sd;
+}
 
 namespace detail {
 
