@@ -1,0 +1,248 @@
+// graft-ckpt: look into, compare and convert checkpoints from the command line, through the
+// same readers and pipeline stages a program uses (see docs/graft-ckpt.md).
+//
+//   graft-ckpt inspect FILE [--json]
+//   graft-ckpt diff A B                      exit 0 if identical, 1 if not
+//   graft-ckpt convert IN OUT [--filter GLOB]... [--strip-prefix P] [--rename FROM=TO]...
+//                             [--format torch_save|safetensors]
+//
+// Errors graft reports (a malformed file, a filter that keeps nothing, ...) print as
+// "graft-ckpt: <message>" and exit with 2.
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include <graft/graft.hpp>
+
+namespace {
+
+using json = nlohmann::ordered_json;
+
+// Python's name for a dtype, without "torch.": what print(t.dtype) shows.
+std::string dtype_name(c10::ScalarType t) {
+  switch (t) {
+    case c10::kFloat: return "float32";
+    case c10::kDouble: return "float64";
+    case c10::kHalf: return "float16";
+    case c10::kBFloat16: return "bfloat16";
+    case c10::kLong: return "int64";
+    case c10::kInt: return "int32";
+    case c10::kShort: return "int16";
+    case c10::kChar: return "int8";
+    case c10::kByte: return "uint8";
+    case c10::kBool: return "bool";
+    case c10::kComplexFloat: return "complex64";
+    case c10::kComplexDouble: return "complex128";
+    case c10::kComplexHalf: return "complex32";
+    default: return c10::toString(t);
+  }
+}
+
+json to_json(const graft::value& v) {
+  if (v.is_none()) return nullptr;
+  if (v.is_bool()) return v.as_bool();
+  if (v.is_int()) return v.as_int();
+  if (v.is_float()) return v.as_number();
+  if (v.is_string()) return v.as_string();
+  if (v.is_bytes()) return fmt::format("<{} bytes>", std::get<graft::value::bytes>(v.raw()).data.size());
+  if (v.is_tensor()) return fmt::format("<tensor {}>", dtype_name(v.as_tensor().scalar_type()));
+  if (v.is_sequence()) {
+    json a = json::array();
+    for (auto& c : v.as_sequence().items) a.push_back(to_json(c));
+    return a;
+  }
+  json o = json::object();
+  for (auto& [k, c] : v.as_dict()) o[k.key_text()] = to_json(c);
+  return o;
+}
+
+// The float64 sum of the elements, as Python's t.double().sum().item() computes it.
+double sum_of(const torch::Tensor& t) {
+  if (t.is_complex()) return torch::real(t).to(torch::kDouble).sum().item<double>();
+  return t.to(torch::kDouble).sum().item<double>();
+}
+
+std::string human_bytes(std::int64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double x = static_cast<double>(n);
+  int u = 0;
+  while (x >= 1024 && u < 4) x /= 1024, ++u;
+  return u == 0 ? fmt::format("{} B", n) : fmt::format("{:.1f} {} ({} bytes)", x, units[u], n);
+}
+
+int inspect(const std::string& path, bool as_json) {
+  auto format = graft::detect_format(path);
+  auto sd = graft::state_dict::from_value(graft::read_value(path));
+  if (as_json) {
+    json out;
+    out["format"] = std::string(graft::to_string(format));
+    json tensors = json::object();
+    for (auto& e : sd) {
+      tensors[e.key] = {{"dtype", dtype_name(e.tensor.scalar_type())},
+                        {"shape", e.tensor.sizes().vec()},
+                        {"numel", e.tensor.numel()},
+                        {"sum", sum_of(e.tensor)}};
+    }
+    out["tensors"] = std::move(tensors);
+    json meta = json::object();
+    for (auto& [k, v] : sd.extras()) meta[k] = to_json(v);
+    out["metadata"] = std::move(meta);
+    std::cout << out.dump(2) << '\n';
+    return 0;
+  }
+  fmt::print("{}: {}\n", path, graft::to_string(format));
+  std::size_t width = 0;
+  for (auto& e : sd) width = std::max(width, e.key.size());
+  fmt::print("{} tensors:\n", sd.size());
+  for (auto& e : sd)
+    fmt::print("  {:<{}}  {:<8}  [{}]\n", e.key, width, dtype_name(e.tensor.scalar_type()),
+               fmt::join(e.tensor.sizes(), ", "));
+  fmt::print("total: {}\n", human_bytes(sd.nbytes()));
+  if (!sd.extras().empty()) {
+    fmt::print("metadata:\n");
+    for (auto& [k, v] : sd.extras()) fmt::print("  {} = {}\n", k, to_json(v).dump());
+  }
+  return 0;
+}
+
+int diff(const std::string& a_path, const std::string& b_path) {
+  auto a = graft::state_dict::from_value(graft::read_value(a_path));
+  auto b = graft::state_dict::from_value(graft::read_value(b_path));
+  bool different = false;
+  for (auto& e : a)
+    if (!b.contains(e.key)) fmt::print("only in A: {}\n", e.key), different = true;
+  for (auto& e : b)
+    if (!a.contains(e.key)) fmt::print("only in B: {}\n", e.key), different = true;
+  std::size_t same = 0;
+  for (auto& e : a) {
+    auto* o = b.find(e.key);
+    if (!o) continue;
+    auto& x = e.tensor;
+    auto& y = o->tensor;
+    if (x.sizes() != y.sizes() || x.scalar_type() != y.scalar_type()) {
+      fmt::print("differs:   {}: {} [{}] vs {} [{}]\n", e.key, dtype_name(x.scalar_type()), fmt::join(x.sizes(), ", "),
+                 dtype_name(y.scalar_type()), fmt::join(y.sizes(), ", "));
+      different = true;
+      continue;
+    }
+    auto xd = x.to(torch::kDouble), yd = y.to(torch::kDouble);
+    // NaNs in the same places count as equal, as torch.testing's equal_nan does.
+    auto unequal = (xd != yd) & ~(torch::isnan(xd) & torch::isnan(yd));
+    if (unequal.any().item<bool>()) {
+      auto max_abs = (xd - yd).abs().masked_select(unequal).max().item<double>();
+      fmt::print("differs:   {}: max abs diff {:g} ({} of {} elements)\n", e.key, max_abs,
+                 unequal.sum().item<std::int64_t>(), x.numel());
+      different = true;
+    } else {
+      ++same;
+    }
+  }
+  std::map<std::string, std::string> ma, mb;
+  for (auto& [k, v] : a.extras()) ma[k] = to_json(v).dump();
+  for (auto& [k, v] : b.extras()) mb[k] = to_json(v).dump();
+  for (auto& [k, v] : ma) {
+    auto it = mb.find(k);
+    if (it == mb.end()) fmt::print("metadata only in A: {} = {}\n", k, v), different = true;
+    else if (it->second != v) fmt::print("metadata differs: {}: {} vs {}\n", k, v, it->second), different = true;
+  }
+  for (auto& [k, v] : mb)
+    if (!ma.contains(k)) fmt::print("metadata only in B: {} = {}\n", k, v), different = true;
+  fmt::print("{}: {} tensors equal\n", different ? "different" : "identical", same);
+  return different ? 1 : 0;
+}
+
+struct convert_options {
+  std::string in, out;
+  std::vector<std::string> filters;
+  std::string strip_prefix;
+  std::vector<std::string> renames;
+  std::string format;
+};
+
+int convert(const convert_options& o) {
+  auto sd = graft::read(o.in) | graft::collect();
+  std::size_t read_count = sd.size();
+  if (!o.filters.empty()) {
+    std::vector<graft::glob> globs;
+    for (auto& f : o.filters) globs.emplace_back(graft::runtime(f));
+    auto any = graft::where(
+        [globs](std::string_view k) {
+          for (auto& g : globs)
+            if (g.matches_path(k)) return true;
+          return false;
+        },
+        fmt::format("{}", fmt::join(o.filters, " | ")));
+    sd = graft::apply(std::move(sd), graft::filter(any));
+  }
+  if (!o.strip_prefix.empty()) sd = graft::apply(std::move(sd), graft::strip_prefix(o.strip_prefix));
+  if (!o.renames.empty()) {
+    std::map<std::string, std::string, std::less<>> table;
+    for (auto& r : o.renames) {
+      auto eq = r.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == r.size())
+        throw graft::option_error(fmt::format("--rename '{}': expected FROM=TO", r));
+      table.emplace(r.substr(0, eq), r.substr(eq + 1));
+    }
+    sd = graft::apply(std::move(sd), graft::rename_keys(std::move(table)));
+  }
+  auto format = graft::format_for(o.out);
+  if (o.format == "torch_save") format = graft::checkpoint_format::torch_save;
+  else if (o.format == "safetensors") format = graft::checkpoint_format::safetensors;
+  graft::save(sd, o.out, format);
+  fmt::print("wrote {} of {} tensors to {} ({}, {})\n", sd.size(), read_count, o.out, graft::to_string(format),
+             human_bytes(sd.nbytes()));
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"graft-ckpt: inspect, compare and convert checkpoints (torch.save, safetensors, libtorch archives)"};
+  app.require_subcommand(1);
+
+  std::string file;
+  bool as_json = false;
+  auto* inspect_cmd = app.add_subcommand("inspect", "Show a checkpoint's format, tensors and metadata");
+  inspect_cmd->add_option("FILE", file, "Checkpoint to read")->required();
+  inspect_cmd->add_flag("--json", as_json, "One JSON object: format, tensors (dtype, shape, numel, sum), metadata");
+
+  std::string a, b;
+  auto* diff_cmd = app.add_subcommand("diff", "Compare two checkpoints; exit 0 if identical, 1 if not");
+  diff_cmd->add_option("A", a, "First checkpoint")->required();
+  diff_cmd->add_option("B", b, "Second checkpoint")->required();
+
+  convert_options co;
+  auto* convert_cmd = app.add_subcommand("convert", "Rewrite a checkpoint, optionally filtered and renamed");
+  convert_cmd->add_option("IN", co.in, "Checkpoint to read")->required();
+  convert_cmd->add_option("OUT", co.out, "File to write")->required();
+  convert_cmd->add_option("--filter", co.filters, "Keep keys matching this glob (repeatable; any match keeps)");
+  convert_cmd->add_option("--strip-prefix", co.strip_prefix, "Remove this prefix from keys (after filtering)");
+  convert_cmd->add_option("--rename", co.renames, "Rename a key, FROM=TO (repeatable; after --strip-prefix)");
+  convert_cmd->add_option("--format", co.format, "Output format (default: from OUT's name)")
+      ->check(CLI::IsMember({"torch_save", "safetensors"}));
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*inspect_cmd) return inspect(file, as_json);
+    if (*diff_cmd) return diff(a, b);
+    if (*convert_cmd) return convert(co);
+  } catch (const graft::error& e) {
+    std::fprintf(stderr, "graft-ckpt: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {  // c10::Error from a tensor op, std::bad_alloc, ...
+    std::fprintf(stderr, "graft-ckpt: %s\n", e.what());
+    return 2;
+  }
+  return 2;
+}

@@ -1,0 +1,25 @@
+"""Writes the small checkpoints graft-ckpt's tests read: OUT/a.pt, as a training script saves
+one ({"model": a tiny Sequential's state_dict, "epoch": 3}), and OUT/b.pt, the same with one
+tensor changed and one added, for diff."""
+import os
+import sys
+
+import torch
+from torch import nn
+
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+model.train()
+model(torch.randn(8, 3))  # moves the running statistics and num_batches_tracked off their defaults
+sd = model.state_dict()
+torch.save({"model": sd, "epoch": 3}, os.path.join(out, "a.pt"))
+
+changed = {k: v.clone() for k, v in sd.items()}
+changed["3.bias"] += 0.5
+changed["extra"] = torch.ones(2, dtype=torch.float16)
+torch.save({"model": changed, "epoch": 3}, os.path.join(out, "b.pt"))
+
+with open(os.path.join(out, "garbage.bin"), "wb") as f:
+    f.write(b"not a checkpoint at all")
