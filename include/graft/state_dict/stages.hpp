@@ -17,6 +17,7 @@
 
 #include <graft/error.hpp>
 #include <graft/select/concepts.hpp>
+#include <graft/select/regex.hpp>
 #include <graft/select/select.hpp>
 #include <graft/state_dict/pipeline.hpp>
 
@@ -134,11 +135,11 @@ struct replace_prefix_rule {
   }
 };
 struct regex_rule {
-  std::shared_ptr<const RE2> re;
+  graft::regex re;
   std::string rewrite;
   std::optional<std::string> operator()(std::string_view k) const {
     std::string s(k);
-    if (RE2::GlobalReplace(&s, *re, rewrite) == 0) return std::nullopt;
+    if (RE2::GlobalReplace(&s, re.compiled(), rewrite) == 0) return std::nullopt;
     return s;
   }
 };
@@ -169,12 +170,9 @@ inline rename_stage<detail::replace_prefix_rule> replace_prefix(std::string from
 }
 /// Replaces every match of an RE2 regex; \1..\9 in `rewrite` insert capture groups.
 inline rename_stage<detail::regex_rule> regex_replace(std::string_view pattern, std::string rewrite) {
-  RE2::Options o;
-  o.set_log_errors(false);
-  auto re = std::make_shared<const RE2>(re2::StringPiece(pattern.data(), pattern.size()), o);
-  if (!re->ok()) throw pattern_error(fmt::format("invalid regex '{}': {}", pattern, re->error()));
+  graft::regex re(pattern);  // throws pattern_error naming the pattern
   std::string why;
-  if (!re->CheckRewriteString(rewrite, &why))
+  if (!re.compiled().CheckRewriteString(rewrite, &why))
     throw pattern_error(fmt::format("invalid rewrite '{}' for regex '{}': {}", rewrite, pattern, why));
   auto text = fmt::format("regex_replace(\"{}\", \"{}\")", pattern, rewrite);
   return {detail::regex_rule{std::move(re), std::move(rewrite)}, std::move(text)};
