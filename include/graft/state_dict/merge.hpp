@@ -1,9 +1,9 @@
 #pragma once
 // merge(module, policy): load a state dict into a model, transactionally. The plan matches
 // every key, shape and dtype first and builds a load_report; only if the policy accepts the
-// plan are tensors copied (copy_ into the model's own tensors under NoGradGuard, so
-// optimizers and tied weights stay valid). A refused plan throws load_error and leaves the
-// model bit-for-bit unchanged.
+// plan are tensors copied (into the model's own tensors under NoGradGuard, so optimizers and
+// tied weights stay valid; a tensor viewing a mapped checkpoint is read straight from its
+// file). A refused plan throws load_error and leaves the model bit-for-bit unchanged.
 
 #include <algorithm>
 #include <map>
@@ -20,6 +20,7 @@
 #include <torch/utils.h>
 
 #include <graft/detail/module_access.hpp>
+#include <graft/formats/detail/file_copy.hpp>
 #include <graft/select/select.hpp>
 #include <graft/state_dict/pipeline.hpp>
 #include <graft/state_dict/policy.hpp>
@@ -184,9 +185,23 @@ inline load_plan plan(const torch::nn::Module& module, const state_dict& sd, con
   return p;
 }
 
-inline void commit(const load_plan& p) {
+inline void commit(const load_plan& p, unsigned threads) {
   torch::NoGradGuard no_grad;
-  for (auto& c : p.copies) {
+  // Destinations sharing storage (tied weights) take their copies in order, through copy_;
+  // every other copy from a mapped checkpoint is read straight from its file.
+  std::unordered_map<const void*, int> dst_storages;
+  for (auto& c : p.copies) ++dst_storages[c.dst.storage().unsafeGetStorageImpl()];
+  file_copies direct(threads);
+  std::vector<char> done(p.copies.size(), 0);
+  for (std::size_t i = 0; i < p.copies.size(); ++i) {
+    const auto& c = p.copies[i];
+    if (!c.adapt && dst_storages[c.dst.storage().unsafeGetStorageImpl()] == 1) done[i] = direct.add(c.dst, c.src);
+    if (!done[i]) direct.watch(c.src);
+  }
+  direct.run();
+  for (std::size_t i = 0; i < p.copies.size(); ++i) {
+    if (done[i]) continue;
+    const auto& c = p.copies[i];
     if (!c.adapt) {
       c.dst.copy_(c.src);
       continue;
@@ -220,7 +235,7 @@ inline load_report preview(const torch::nn::Module& module, const state_dict& sd
 inline load_report merge(torch::nn::Module& module, const state_dict& sd, const load_policy& policy = {}) {
   auto p = detail::plan(module, sd, policy);
   if (!p.report.accepted()) detail::refuse(module, std::move(p.report));
-  detail::commit(p);
+  detail::commit(p, policy.threads);
   return std::move(p.report);
 }
 

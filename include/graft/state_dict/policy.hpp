@@ -71,6 +71,9 @@ struct load_policy {
   /// Whether a dtype difference (float16 checkpoint, float32 model) is converted while
   /// copying; if false it is a mismatch.
   bool convert_dtype = true;
+  /// Threads that read tensors from a memory-mapped checkpoint file into the model: 0 is one
+  /// per core (at most 8), 1 reads on the calling thread. Small loads use one thread.
+  unsigned threads = 0;
 
   /// PyTorch's strict=True.
   static load_policy strict() { return {}; }
