@@ -93,7 +93,7 @@ struct pipe_base {
   template <class R>
     requires detail::stage_like<R>
   friend auto operator|(state_dict sd, R r) {
-    return extend(in_memory(std::move(sd)), as_stages(std::move(r)));
+    return extend(in_memory<R>(std::move(sd)), as_stages(std::move(r)));
   }
   template <class R>
     requires sink<R>
@@ -119,6 +119,9 @@ private:
       return pipeline(std::move(l), std::move(b));
     }
   }
+  // A template so the call above depends on R: clang checks a non-dependent call's return type
+  // where the template is defined, and in_memory_source is still incomplete there.
+  template <class>
   static in_memory_source in_memory(state_dict sd);
 };
 
@@ -211,7 +214,8 @@ struct in_memory_source : pipe_base {
   state_dict load() const { return sd; }
   std::string describe() const { return fmt::format("state dict of {} entries", sd.size()); }
 };
-inline in_memory_source pipe_base::in_memory(state_dict sd) { return in_memory_source{{}, std::move(sd)}; }
+template <class>
+in_memory_source pipe_base::in_memory(state_dict sd) { return in_memory_source{{}, std::move(sd)}; }
 
 /// Runs a stage or chain of stages on a state dict (the full-call form of `sd | stages`).
 template <detail::stage_like S>
