@@ -141,7 +141,7 @@ TEST_CASE("write_torch_save: replaces atomically and leaves nothing behind on fa
   // The destination cannot be replaced (it is a directory): the temp file is removed.
   std::filesystem::create_directory(dir.file("taken"));
   CHECK_THROWS_WITH(graft::write_torch_save(dir.file("taken"), graft::value(sd)),
-                    fmt::format("[graft.io] cannot write '{}': Is a directory", dir.file("taken")));
+                    fmt::format("[graft.io] cannot write '{}': cannot rename the temp file over it: Is a directory", dir.file("taken")));
   CHECK(entries(dir.path()) == 2);
   CHECK_THROWS_WITH(graft::write_torch_save(dir.file("missing/model.pt"), graft::value(sd)),
                     Catch::Matchers::StartsWith(fmt::format("[graft.io] cannot write '{}': cannot create", dir.file("missing/model.pt"))));
