@@ -90,6 +90,7 @@ public:
         fail(fmt::format("central directory entry {} runs past the directory", i));
       r.name = std::string_view(reinterpret_cast<const char*>(p + 46), name_len);
       read_zip64_extra(r, p + 46 + name_len, extra_len);
+      check_sizes(r, size);
       p += 46 + name_len + extra_len + comment_len;
       index_.emplace(r.name, records_.size());
       records_.push_back(r);
@@ -210,19 +211,28 @@ private:
     fail(fmt::format("record '{}' needs a zip64 extra field and has none", r.name));
   }
 
-  void check_readable(const zip_record& r) const {
-    if (r.flags & 1) fail(fmt::format("record '{}' is encrypted", r.name));
+  // Checked for every record as the directory is read, so that callers may size a buffer or a
+  // view by r.size before reading: it is then at most ~1032 times the file's size.
+  void check_sizes(const zip_record& r, std::uint64_t file_size) const {
+    if (r.compressed_size > file_size)
+      fail(fmt::format("record '{}' claims {} compressed bytes, more than the whole file ({} bytes)", r.name,
+                       r.compressed_size, file_size));
     if (r.method == 0) {
       if (r.compressed_size != r.size)
         fail(fmt::format("stored record '{}' has compressed size {} but size {}", r.name, r.compressed_size, r.size));
-    } else if (r.method == 8) {
-      // Deflate expands at most ~1032:1; a larger claim is corrupt and must not drive an allocation.
-      if (r.size / 1032 > r.compressed_size + 1)
-        fail(fmt::format("deflated record '{}' claims {} bytes from {} compressed bytes", r.name, r.size, r.compressed_size));
-    } else {
+    } else if (r.size / 1032 > r.compressed_size + 1) {
+      // Deflate expands at most ~1032:1 (and other methods are refused when read); a larger
+      // claim is corrupt and must not drive an allocation.
+      fail(fmt::format("{} record '{}' claims {} bytes from {} compressed bytes", r.method == 8 ? "deflated" : "compressed",
+                       r.name, r.size, r.compressed_size));
+    }
+  }
+
+  void check_readable(const zip_record& r) const {
+    if (r.flags & 1) fail(fmt::format("record '{}' is encrypted", r.name));
+    if (r.method != 0 && r.method != 8)
       fail(fmt::format("record '{}' uses zip compression method {}; only stored (0) and deflate (8) are supported",
                        r.name, r.method));
-    }
   }
 
   const mapped_file* file_;
