@@ -543,6 +543,11 @@ private:
 
   value to_value(std::uint32_t i, int depth) {
     if (depth > max_depth) fail(fmt::format("objects nest deeper than {} levels (or contain themselves)", max_depth));
+    // A graft::value tree copies what Python shares, so a pickle that references one list from
+    // many places (each of them shared again) grows exponentially as a tree: bound it by the
+    // pickle's size, far above what a real checkpoint's shared references need.
+    if (++built_ > max_built())
+      fail(fmt::format("the pickle's shared references expand to more than {} objects", max_built()));
     node& n = nodes_[i];
     switch (n.k) {
       case kind::none: return {};
@@ -584,6 +589,8 @@ private:
   std::vector<std::size_t> marks_;
   std::vector<std::uint32_t> memo_;
   std::uint64_t memo_count_ = 0;
+  std::size_t built_ = 0;  // graft::values made by to_value
+  std::size_t max_built() const noexcept { return (std::size_t(1) << 20) + 64 * n_; }
 };
 
 } // namespace graft::detail
