@@ -103,10 +103,7 @@ int launch(int nproc, const char* self) {
   // A "pretrained" model, saved as Python DDP would: every key under "module.".
   torch::manual_seed(0);
   auto pretrained = models::resnet(18, 4);
-  c10::Dict<std::string, at::Tensor> d;
-  for (auto& e : graft::state_dict(*pretrained)) d.insert("module." + e.key, e.tensor);
-  auto bytes = torch::pickle_save(d);
-  std::ofstream("pretrained.pt", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  graft::from(*pretrained) | graft::add_prefix("module.") | graft::save("pretrained.pt");
 
   fmt::print("launching {} ranks on 127.0.0.1\n", nproc);
   auto exe = std::filesystem::canonical(self).string();

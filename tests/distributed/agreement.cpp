@@ -112,11 +112,11 @@ TEST_CASE("rank: failed load and save", "[.rank]") {
   auto missing = (dir / "missing.pt").string();
   if (rank == 0)
     REQUIRE_THROWS_WITH(dist::load(*pg, *net, missing),
-                        Equals(fmt::format("[graft.io] cannot open checkpoint '{}': No such file or directory", missing)));
+                        Equals(fmt::format("[graft.io] cannot open '{}': No such file or directory", missing)));
   else
     REQUIRE_THROWS_WITH(dist::load(*pg, *net, missing),
                         Equals(fmt::format("[graft.distributed] rank 1 of 2: rank 0 could not load '{}': [graft.io] "
-                                           "cannot open checkpoint '{}': No such file or directory",
+                                           "cannot open '{}': No such file or directory",
                                            missing, missing)));
   // A checkpoint the plan refuses: the head has 10 classes, the model 4.
   auto other = models::resnet(18, 10);
@@ -129,7 +129,7 @@ TEST_CASE("rank: failed load and save", "[.rank]") {
   // Saving where the writer cannot write fails on every rank.
   auto nowhere = (dir / "no" / "such" / "dir.pt").string();
   REQUIRE_THROWS_WITH(dist::save(*pg, *net, nowhere, {.writer = 1}),
-                      Contains(rank == 1 ? "[graft.io] cannot create" : "rank 0 of 2: rank 1 could not save"));
+                      Contains(rank == 1 ? "[graft.io] cannot write" : "rank 0 of 2: rank 1 could not save"));
 }
 
 TEST_CASE("a failure on the rank that loads or saves is reported on every rank", "[distributed]") {

@@ -42,10 +42,9 @@ inline std::pair<torch::Tensor, torch::Tensor> recipe_batch(int step) {
 
 /// Writes `tensors` as a torch.save-compatible dict of key -> tensor.
 inline void write_tensors(const std::string& path, const graft::state_dict& sd, const std::string& prefix = "") {
-  c10::Dict<std::string, at::Tensor> d;
-  for (auto& e : sd) d.insert(prefix + e.key, e.tensor.detach().clone());
-  auto bytes = torch::pickle_save(d);
-  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  graft::dict d;
+  for (auto& e : sd) d.append(prefix + e.key, e.tensor.detach().clone());
+  graft::write_torch_save(path, graft::value(std::move(d)));
 }
 
 } // namespace graft::test

@@ -1,30 +1,23 @@
 #pragma once
 // Rank-aware checkpoints: save() writes once for the whole group (one writer, atomically:
-// a temporary file renamed into place) and returns on every rank once the file is complete;
+// a temp file renamed into place) and returns on every rank once the file is complete;
 // load() reads on one rank, merges there (plan-then-commit) and shares the model's state with
 // every rank. Keys written by Python DDP ("module.conv1.weight") are recognized and stripped.
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <fstream>
-#include <iterator>
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 #include <torch/nn/module.h>
-#include <torch/serialize.h>
 #include <torch/types.h>
 
 #include <graft/distributed/agree.hpp>
 #include <graft/distributed/broadcast.hpp>
 #include <graft/distributed/group.hpp>
 #include <graft/error.hpp>
+#include <graft/formats/read.hpp>
 #include <graft/state_dict/merge.hpp>
 #include <graft/state_dict/pipeline.hpp>
 #include <graft/state_dict/state_dict.hpp>
@@ -47,61 +40,13 @@ struct load_options {
   bool strip_ddp_prefix = true;  ///< drop "module." when every key has it
 };
 
-/// Reads a file torch.save (Python) or torch::pickle_save wrote: a dict of tensors, possibly
-/// nested ({"model": {...}, "epoch": 3} gives "model.conv1.weight"); non-tensor values are
-/// skipped. Python's state_dict() is an OrderedDict, which libtorch's reader cannot decode:
-/// save dict(model.state_dict()) from Python, or write with graft::dist::save.
-inline state_dict read_checkpoint(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error(fmt::format("cannot open checkpoint '{}': {}", path, std::strerror(errno)));
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  c10::IValue root;
-  try {
-    root = torch::pickle_load(bytes);
-  } catch (const std::exception& e) {
-    throw format_error(fmt::format("'{}' is not a torch.save file libtorch can read: {}", path, e.what()));
-  }
-  if (!root.isGenericDict())
-    throw format_error(fmt::format("'{}' holds a {}, not a dict of tensors{}", path, root.tagKind(),
-                                   root.isNone() ? " (an OrderedDict reads as None: save dict(model.state_dict()) from Python)" : ""));
-  state_dict sd;
-  auto walk_dict = [&](auto& self, const c10::impl::GenericDict& d, const std::string& prefix) -> void {
-    for (auto& kv : d) {
-      if (!kv.key().isString()) continue;
-      std::string key = prefix + kv.key().toStringRef();
-      if (kv.value().isTensor()) sd.insert(key, kv.value().toTensor());
-      else if (kv.value().isGenericDict()) self(self, kv.value().toGenericDict(), key + ".");
-    }
-  };
-  walk_dict(walk_dict, root.toGenericDict(), "");
-  return sd;
-}
+/// Reads a checkpoint of any format graft reads (Python torch.save files, OrderedDicts
+/// included; safetensors; libtorch archives) as a state dict: nested dicts give dotted keys
+/// ({"model": {...}, "epoch": 3} gives "model.conv1.weight"), non-tensor values become its
+/// extras. Tensors view the memory-mapped file where the format allows.
+inline state_dict read_checkpoint(const std::string& path) { return state_dict::from_value(read_value(path)); }
 
 namespace detail {
-
-inline void write_atomically(const std::string& path, const std::vector<char>& bytes) {
-  auto tmp = fmt::format("{}.tmp-{}", path, ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw io_error(fmt::format("cannot create '{}': {}", tmp, std::strerror(errno)));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    auto n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      auto why = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw io_error(fmt::format("cannot write '{}' ({} of {} bytes written): {}", tmp, done, bytes.size(), why));
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  // Durable before visible: a crash leaves the old file or the new one, never half of one.
-  if (::fsync(fd) != 0 || ::close(fd) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    auto why = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    throw io_error(fmt::format("cannot move '{}' into place as '{}': {}", tmp, path, why));
-  }
-}
 
 // Runs `f` on rank `root` and tells every rank whether it succeeded: the root rethrows its own
 // exception; the others throw a distributed_error carrying its message.
@@ -126,14 +71,15 @@ void on_one_rank(c10d::ProcessGroup& pg, int root, std::string_view what, F&& f)
 
 } // namespace detail
 
-/// Saves `sd` to `path` for the whole group: rank o.writer writes a torch.save-compatible file
-/// (Python's torch.load reads it as a dict) to a temporary name and renames it into place; every
-/// rank returns once the file is complete, or throws if the writer failed.
+/// Saves `sd` to `path` for the whole group: rank o.writer writes a torch.save file (Python's
+/// torch.load reads it as the OrderedDict state_dict() returns), atomically; every rank
+/// returns once the file is complete, or throws if the writer failed.
 inline void save(c10d::ProcessGroup& pg, const state_dict& sd, const std::string& path, save_options o = {}) {
   detail::on_one_rank(pg, o.writer, fmt::format("save '{}'", path), [&] {
-    c10::Dict<std::string, at::Tensor> d;
-    for (auto& e : sd) d.insert(o.key_prefix + e.key, e.tensor.detach().to(torch::kCPU));
-    detail::write_atomically(path, torch::pickle_save(d));
+    graft::dict d;
+    d.reserve(sd.size());
+    for (auto& e : sd) d.append(o.key_prefix + e.key, e.tensor.detach().to(torch::kCPU));
+    write_torch_save(path, value(std::move(d)));
   });
 }
 
