@@ -24,6 +24,10 @@ enum class global_id : std::uint8_t {
   set,                           ///< builtins.set / frozenset (read as a list)
   codecs_encode,                 ///< _codecs.encode: protocol 2's spelling of bytes
   bytes_type,                    ///< builtins.bytes: protocol 2's spelling of b''
+  // TorchScript archives only (unpickler's script mode):
+  script_class,                  ///< __torch__.*: a scripted module or class (read as a dict of its attributes)
+  script_list,                   ///< torch.jit._pickle.build_intlist, ...: a typed list (read as its list)
+  restore_type_tag,              ///< torch.jit._pickle.restore_type_tag: a container and its type (read as the container)
 };
 
 /// One allowed global.
@@ -73,9 +77,32 @@ inline constexpr std::array allowed_globals{
     allowed_global{"_codecs", "encode", global_id::codecs_encode},
 };
 
+/// The globals a TorchScript archive's data.pkl adds to the allow-list, besides the
+/// `__torch__.*` classes of its scripted modules.
+inline constexpr std::array allowed_script_globals{
+    allowed_global{"torch.jit._pickle", "build_intlist", global_id::script_list},
+    allowed_global{"torch.jit._pickle", "build_doublelist", global_id::script_list},
+    allowed_global{"torch.jit._pickle", "build_boollist", global_id::script_list},
+    allowed_global{"torch.jit._pickle", "build_tensorlist", global_id::script_list},
+    allowed_global{"torch.jit._pickle", "restore_type_tag", global_id::restore_type_tag},
+};
+
+/// Whether `module` holds TorchScript's compiled classes ("__torch__", "__torch__.foo").
+constexpr bool is_script_class_module(std::string_view module) noexcept {
+  return module == "__torch__" || module.starts_with("__torch__.");
+}
+
 /// The allowed global `module.name`, or nullptr.
 inline const allowed_global* find_global(std::string_view module, std::string_view name) noexcept {
   for (const auto& g : allowed_globals)
+    if (g.module == module && g.name == name) return &g;
+  return nullptr;
+}
+
+/// The global `module.name` a TorchScript archive may also use, or nullptr (the
+/// `__torch__.*` classes are told by is_script_class_module).
+inline const allowed_global* find_script_global(std::string_view module, std::string_view name) noexcept {
+  for (const auto& g : allowed_script_globals)
     if (g.module == module && g.name == name) return &g;
   return nullptr;
 }
@@ -94,6 +121,9 @@ inline std::string_view global_name(global_id id) noexcept {
     case global_id::set: return "set";
     case global_id::codecs_encode: return "_codecs.encode";
     case global_id::bytes_type: return "bytes";
+    case global_id::script_class: return "a TorchScript class";
+    case global_id::script_list: return "a torch.jit._pickle list builder";
+    case global_id::restore_type_tag: return "torch.jit._pickle.restore_type_tag";
   }
   return "?";
 }

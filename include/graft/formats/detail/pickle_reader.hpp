@@ -11,6 +11,7 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -28,19 +29,46 @@ namespace graft::detail {
 using storage_loader =
     std::function<c10::Storage(std::string_view key, torch::Dtype dtype, std::int64_t numel, std::size_t offset)>;
 
+/// What a pickle may hold beyond plain containers and tensors.
+enum class pickle_dialect : std::uint8_t {
+  torch_save,   ///< Python's torch.save: the allow-list of pickle_globals.hpp
+  torchscript,  ///< a TorchScript archive's data.pkl: also `__torch__.*` objects and torch.jit._pickle's builders
+};
+
 /// Parses one pickle (a zip record's bytes) into a graft::value.
 class unpickler {
 public:
   /// `file` and `record` only name the input in error messages.
-  unpickler(std::string_view data, std::string_view file, std::string_view record, storage_loader load)
+  unpickler(std::string_view data, std::string_view file, std::string_view record, storage_loader load,
+            pickle_dialect dialect = pickle_dialect::torch_save)
       : d_(reinterpret_cast<const unsigned char*>(data.data())), n_(data.size()), file_(file), record_(record),
-        load_(std::move(load)) {
+        load_(std::move(load)), dialect_(dialect) {
     nodes_.reserve(n_ / 6 + 16);
     stack_.reserve(64);
   }
 
-  /// Runs the pickle to its STOP and returns the object it built.
-  value run() {
+  /// Runs the pickle to its STOP and returns the object it built. A TorchScript object
+  /// (torchscript dialect) becomes the dict of its attributes.
+  value run() { return to_value(parse(), 0); }
+
+  /// For a TorchScript archive's data.pkl, whose root is a scripted module: runs the pickle and
+  /// returns the module's attributes by dotted name, the attributes of an object held directly
+  /// in an attribute (a submodule) under "<attribute>.<name>", in the pickle's (slot) order. An
+  /// attribute named `skip` (TorchScript's `training` flag) is left out at every level.
+  dict run_flattened(std::string_view skip) {
+    auto root = parse();
+    if (!nodes_[root].object)
+      fail(fmt::format("the pickle holds a {}, not a TorchScript module", kind_name(nodes_[root].k)));
+    dict out;
+    std::unordered_set<std::string> seen;
+    std::string prefix;
+    flatten(root, skip, prefix, seen, out, 0);
+    return out;
+  }
+
+private:
+  // Runs the pickle to its STOP; returns the node of the object it built.
+  std::uint32_t parse() {
     for (;;) {
       at_ = pos_;
       if (pos_ >= n_) fail("the pickle ends without a STOP opcode (truncated?)");
@@ -48,7 +76,7 @@ public:
       switch (op) {
         case 0x80: need(1, "PROTO"); ++pos_; break;                        // PROTO
         case 0x95: need(8, "FRAME"); pos_ += 8; break;                     // FRAME: framing only
-        case '.': return finish();                                          // STOP
+        case '.': return pop();                                             // STOP
         case '(': marks_.push_back(stack_.size()); break;                  // MARK
         case '0': pop(); break;                                             // POP
         case '1': stack_.resize(pop_mark("POP_MARK")); break;               // POP_MARK
@@ -146,8 +174,17 @@ public:
         case 'R': { auto args = pop(), fn = pop(); call(fn, args, "REDUCE"); break; }
         case 0x81: { auto args = pop(), cls = pop(); call(cls, args, "NEWOBJ"); break; }
         case 'b': {                                                         // BUILD
-          pop();  // the state: an OrderedDict's _metadata, which graft::dict has no slot for
+          auto state = pop();
           auto obj = top("BUILD");
+          if (nodes_[obj].object) {  // a TorchScript object: its state is the dict of its attributes
+            if (nodes_[state].k != kind::dict)
+              fail(fmt::format("BUILD of TorchScript object {} with a {} state (a class with __setstate__) is not supported",
+                               nodes_[obj].owned, kind_name(nodes_[state].k)));
+            auto items = nodes_[state].items;
+            nodes_[obj].items = std::move(items);
+            break;
+          }
+          // Otherwise the state is an OrderedDict's _metadata, which graft::dict has no slot for.
           if (nodes_[obj].k != kind::dict)
             fail(fmt::format("BUILD (setting object state) on a {} is not supported", kind_name(nodes_[obj].k)));
           break;
@@ -167,13 +204,13 @@ public:
     }
   }
 
-private:
   enum class kind : std::uint8_t { none, boolean, integer, floating, str, bytes, tensor, list, tuple, dict, global, storage };
 
   // One pickled object. `text` views the pickle unless `owned` holds decoded text.
   struct node {
     kind k = kind::none;
     bool owns = false;
+    bool object = false;  // a dict that is a TorchScript object's attributes; `owned` names its class
     global_id g = global_id::ordered_dict;
     torch::Dtype dtype = torch::kFloat;
     std::int64_t i = 0;  // int, bool, storage numel
@@ -330,7 +367,14 @@ private:
   }
 
   void push_global(std::string_view module, std::string_view name) {
+    if (dialect_ == pickle_dialect::torchscript && is_script_class_module(module)) {
+      auto i = push(kind::global);
+      nodes_[i].g = global_id::script_class;
+      nodes_[i].owned = fmt::format("{}.{}", module, name);
+      return;
+    }
     auto g = find_global(module, name);
+    if (!g && dialect_ == pickle_dialect::torchscript) g = find_script_global(module, name);
     if (!g)
       fail(fmt::format("global '{}.{}' is not allowed; graft rebuilds only tensors, storages and plain containers "
                        "and never runs code from a file",
@@ -450,6 +494,25 @@ private:
         nodes_[push(kind::tensor)].tensor = std::move(t);
         return;
       }
+      case global_id::script_class: {
+        // TorchScript writes an object as NEWOBJ(cls, ()) and then BUILD with its attributes.
+        if (op != "NEWOBJ" || argc != 0)
+          fail(fmt::format("{} of TorchScript class {}: only NEWOBJ with no arguments is supported", op, nodes_[fn].owned));
+        std::string cls = nodes_[fn].owned;
+        auto o = push(kind::dict);
+        nodes_[o].object = true;
+        nodes_[o].owned = std::move(cls);
+        return;
+      }
+      case global_id::script_list: {  // build_intlist([...]) and friends: the list itself
+        arity(1, 1);
+        if (arg(args, 0).k != kind::list) fail(fmt::format("{} needs a list, not a {}", global_name(g), kind_name(arg(args, 0).k)));
+        return push_index(nodes_[args].items[0]);
+      }
+      case global_id::restore_type_tag:  // (container, "Dict[str, int]"): the container
+        arity(2, 2);
+        if (arg(args, 1).k != kind::str) fail("restore_type_tag's type must be a str");
+        return push_index(nodes_[args].items[0]);
       case global_id::storage_type:
       case global_id::dtype_name: break;
     }
@@ -536,9 +599,26 @@ private:
     nodes_[i].owned = std::move(key);
   }
 
-  value finish() {
-    auto root = pop();
-    return to_value(root, 0);
+  void flatten(std::uint32_t obj, std::string_view skip, std::string& prefix, std::unordered_set<std::string>& seen, dict& out,
+               int depth) {
+    if (depth > max_depth) fail(fmt::format("objects nest deeper than {} levels (or contain themselves)", max_depth));
+    const auto items = nodes_[obj].items;
+    for (std::size_t k = 0; k + 1 < items.size(); k += 2) {
+      const node& key = nodes_[items[k]];
+      if (key.k != kind::str)
+        fail(fmt::format("an attribute name of TorchScript object {} is a {}, not a str", nodes_[obj].owned, kind_name(key.k)));
+      if (key.sv() == skip) continue;
+      const auto size = prefix.size();
+      prefix += key.sv();
+      if (nodes_[items[k + 1]].object) {
+        prefix += '.';
+        flatten(items[k + 1], skip, prefix, seen, out, depth + 1);
+      } else {
+        if (!seen.insert(prefix).second) fail(fmt::format("attribute '{}' is given twice", prefix));
+        out.append(prefix, to_value(items[k + 1], depth + 1));
+      }
+      prefix.resize(size);
+    }
   }
 
   value to_value(std::uint32_t i, int depth) {
@@ -584,6 +664,7 @@ private:
   std::size_t pos_ = 0, at_ = 0;
   std::string_view file_, record_;
   storage_loader load_;
+  pickle_dialect dialect_;
   std::vector<node> nodes_;
   std::vector<std::uint32_t> stack_;
   std::vector<std::size_t> marks_;
