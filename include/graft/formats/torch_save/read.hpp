@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <new>
 #include <string>
@@ -46,6 +47,43 @@ inline bool is_legacy_torch_save(const mapped_file& f) noexcept {
   return f.size() >= sizeof magic && std::memcmp(f.data(), magic, sizeof magic) == 0;
 }
 
+/// The storages a pickle's persistent ids name, read from "<prefix>data/<key>" records: a
+/// stored record whose offset suits the dtype is viewed in the mapped file (when `mmap`),
+/// anything else copied. A record named twice is one storage.
+struct zip_storage_loader {
+  const std::shared_ptr<const mapped_file>& file;
+  const zip_archive& zip;
+  std::string prefix;         ///< "<archive>/"
+  std::string_view pickle;    ///< the pickle record's name, for messages
+  bool mmap = true;
+  std::unordered_map<std::string, c10::Storage> storages{};
+  std::string record_name{};
+
+  c10::Storage operator()(std::string_view key, torch::Dtype dtype, std::int64_t numel, std::size_t at) {
+    record_name.assign(prefix).append("data/").append(key);
+    const zip_record* rec = zip.find(record_name);
+    if (!rec)
+      zip.fail(fmt::format("storage record '{}' is missing (named at byte {} of {})", record_name, at, pickle));
+    const auto itemsize = static_cast<std::int64_t>(c10::elementSize(dtype));
+    std::int64_t nbytes = 0;
+    if (__builtin_mul_overflow(numel, itemsize, &nbytes) || static_cast<std::uint64_t>(nbytes) > rec->size)
+      zip.fail(fmt::format("storage record '{}' holds {} bytes, fewer than its {} elements of {} need (named at byte {} of {})",
+                           record_name, rec->size, numel, c10::toString(dtype), at, pickle));
+    if (auto it = storages.find(record_name); it != storages.end()) return it->second;
+    c10::Storage storage;
+    if (rec->method == 0 && mmap && zip.data_offset(*rec) % itemsize == 0) {
+      storage = mapped_file::view(file, zip.data_offset(*rec), {static_cast<std::int64_t>(rec->size)}, {1}, torch::kByte)
+                    .storage();
+    } else {
+      auto bytes = torch::empty({static_cast<std::int64_t>(rec->size)}, torch::kByte);
+      zip.read_into(*rec, bytes.data_ptr());
+      storage = bytes.storage();
+    }
+    storages.emplace(record_name, storage);
+    return storage;
+  }
+};
+
 inline value read_torch_save_zip(const std::shared_ptr<const mapped_file>& file, const torch_save_options& opts) {
   const auto& path = file->path();
   if (is_legacy_torch_save(*file))
@@ -75,32 +113,8 @@ inline value read_torch_save_zip(const std::shared_ptr<const mapped_file>& file,
     pickle = inflated;
   }
 
-  std::unordered_map<std::string, c10::Storage> storages;
-  std::string record_name;
-  auto load = [&](std::string_view key, torch::Dtype dtype, std::int64_t numel, std::size_t at) -> c10::Storage {
-    record_name.assign(prefix).append("data/").append(key);
-    const zip_record* rec = zip.find(record_name);
-    if (!rec)
-      zip.fail(fmt::format("storage record '{}' is missing (named at byte {} of {})", record_name, at, pkl->name));
-    const auto itemsize = static_cast<std::int64_t>(c10::elementSize(dtype));
-    std::int64_t nbytes = 0;
-    if (__builtin_mul_overflow(numel, itemsize, &nbytes) || static_cast<std::uint64_t>(nbytes) > rec->size)
-      zip.fail(fmt::format("storage record '{}' holds {} bytes, fewer than its {} elements of {} need (named at byte {} of {})",
-                           record_name, rec->size, numel, c10::toString(dtype), at, pkl->name));
-    if (auto it = storages.find(record_name); it != storages.end()) return it->second;
-    c10::Storage storage;
-    if (rec->method == 0 && opts.mmap && zip.data_offset(*rec) % itemsize == 0) {
-      storage = mapped_file::view(file, zip.data_offset(*rec), {static_cast<std::int64_t>(rec->size)}, {1}, torch::kByte)
-                    .storage();
-    } else {
-      auto bytes = torch::empty({static_cast<std::int64_t>(rec->size)}, torch::kByte);
-      zip.read_into(*rec, bytes.data_ptr());
-      storage = bytes.storage();
-    }
-    storages.emplace(record_name, storage);
-    return storage;
-  };
-  detail::unpickler reader(pickle, path, pkl->name, load);
+  zip_storage_loader storages{file, zip, prefix, pkl->name, opts.mmap};
+  detail::unpickler reader(pickle, path, pkl->name, std::ref(storages));
   return reader.run();
 }
 
