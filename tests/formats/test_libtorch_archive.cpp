@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
@@ -132,6 +133,79 @@ TEST_CASE("read_libtorch_archive refuses what is not a libtorch archive, naming 
   std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
   CHECK_THAT(message_of(path), Catch::Matchers::StartsWith(prefix));
   CHECK_THROWS_AS(graft::read_libtorch_archive(dir.file("missing.pt")), graft::io_error);
+}
+
+TEST_CASE("read_libtorch_archive turns any truncated or corrupted archive into one format_error naming the file",
+          "[libtorch_archive]") {
+  scratch_dir dir;
+  auto good = dir.file("good.pt"), path = dir.file("bad.pt");
+  Net net;
+  torch::save(net, good);
+  std::string bytes;
+  {
+    std::ifstream in(good, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  auto write = [&](const std::string& b) { std::ofstream(path, std::ios::binary | std::ios::trunc) << b; };
+  const auto named = fmt::format("[graft.format] '{}': ", path);
+  // Every truncation loses the zip's end-of-central-directory record.
+  for (std::size_t n = 0; n < bytes.size(); n += 61) {
+    INFO("truncated to " << n << " bytes");
+    write(bytes.substr(0, n));
+    CHECK_THAT(message_of(path), Catch::Matchers::StartsWith(named));
+  }
+  // Corrupting any byte of data.pkl (a stored record, so no CRC check) either still reads or is
+  // refused naming the file; it never crashes or lets another exception out.
+  const auto at = bytes.find("good/data.pkl");
+  REQUIRE(at != std::string::npos);
+  const auto start = bytes.find("\x80\x02", at);
+  const auto stop = bytes.find("PK", start);
+  REQUIRE(stop != std::string::npos);
+  int refused = 0;
+  for (std::size_t i = start; i < stop; ++i)
+    for (unsigned char x : {0x00, 0x2e, 0x7f, 0xff}) {
+      std::string b = bytes;
+      b[i] = static_cast<char>(x);
+      write(b);
+      INFO("byte " << i << " set to " << int(x));
+      try {
+        graft::read_libtorch_archive(path);
+      } catch (const graft::format_error& e) {
+        CHECK_THAT(e.what(), Catch::Matchers::StartsWith(named));
+        ++refused;
+      }
+    }
+  CHECK(refused > 0);
+}
+
+TEST_CASE("read_libtorch_archive never runs an archive's code and resolves no global outside its allow-list",
+          "[libtorch_archive]") {
+  scratch_dir dir;
+  auto path = dir.file("evil.pt");
+  // A TorchScript archive whose pickle names os.system: refused by name, never imported.
+  run_python(fmt::format(R"(import zipfile
+with zipfile.ZipFile('{}', 'w') as z:
+    z.writestr('archive/data.pkl', b'\x80\x02cos\nsystem\nX\x04\x00\x00\x00trueq\x00\x85R.')
+    z.writestr('archive/constants.pkl', b'\x80\x02).')
+    z.writestr('archive/version', b'3\n')
+)",
+                         path));
+  CHECK_THAT(message_of(path), Catch::Matchers::StartsWith(fmt::format(
+                                   "[graft.format] '{}': not a readable libtorch archive (torch::save / torch.jit.save): "
+                                   "global 'os.system' is not allowed",
+                                   path)));
+  // Code that does not even parse is never looked at: the state is all in data.pkl.
+  Net net;
+  torch::save(net, path);
+  run_python(fmt::format(R"(import zipfile, shutil
+src = '{0}'
+shutil.copy(src, src + '.orig')
+with zipfile.ZipFile(src + '.orig') as i, zipfile.ZipFile(src, 'w') as o:
+    for r in i.infolist():
+        o.writestr(r, b'class (((' if r.filename.startswith('archive/code/') else i.read(r))
+)",
+                         path));
+  CHECK(graft::read_libtorch_archive(path).as_dict().size() == state_of(*net).size());
 }
 
 TEST_CASE("write_libtorch_archive writes what torch::load(module) reads", "[libtorch_archive]") {

@@ -1,10 +1,12 @@
 #pragma once
 // libtorch archives: the files torch::save(module) and torch::serialize::OutputArchive write.
 // They are TorchScript zip archives holding one scripted module per archive level, whose
-// attributes are the parameters, buffers and nested archives (submodules).
+// attributes are the parameters, buffers and nested archives (submodules). graft reads them
+// with its own zip reader and unpickler, as it reads torch.save files.
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <new>
 #include <optional>
@@ -13,93 +15,45 @@
 #include <utility>
 #include <vector>
 
-#include <caffe2/serialize/read_adapter_interface.h>
 #include <fmt/format.h>
-#include <torch/csrc/jit/api/module.h>
-#include <torch/csrc/jit/serialization/import.h>
 #include <torch/serialize/output-archive.h>
 #include <torch/types.h>
 
 #include <graft/error.hpp>
 #include <graft/formats/atomic_file.hpp>
+#include <graft/formats/detail/pickle_reader.hpp>
 #include <graft/formats/mapped_file.hpp>
+#include <graft/formats/torch_save/read.hpp>
+#include <graft/formats/zip.hpp>
 #include <graft/state_dict/value.hpp>
 
 namespace graft {
 
 namespace detail {
 
-// Lets torch::jit::load read from graft's mapping, so opening errors are graft's io_errors.
-class mapped_read_adapter final : public caffe2::serialize::ReadAdapterInterface {
-public:
-  explicit mapped_read_adapter(std::shared_ptr<const mapped_file> f) : file_(std::move(f)) {}
-  size_t size() const override { return file_->size(); }
-  size_t read(uint64_t pos, void* buf, size_t n, const char*) const override {
-    if (pos >= file_->size()) return 0;
-    n = std::min<std::uint64_t>(n, file_->size() - pos);
-    std::memcpy(buf, file_->data() + pos, n);
-    return n;
+/// The archive's "<archive>/data.pkl" as a scripted module's attributes, by dotted name.
+inline dict read_libtorch_zip(const std::shared_ptr<const mapped_file>& file) {
+  zip_archive zip(*file);
+  const zip_record* pkl = find_pickle_record(zip);
+  if (!pkl) zip.fail("no '<archive>/data.pkl' record");
+  const std::string prefix(pkl->name.substr(0, pkl->name.size() - 8));
+  if (!zip.find(prefix + "constants.pkl"))
+    zip.fail(fmt::format("no '{}constants.pkl' record: a Python torch.save file or another zip, not a TorchScript archive",
+                         prefix));
+  // The pickle is parsed in place when it is stored, which is what TorchScript does.
+  std::string inflated;
+  std::string_view pickle;
+  if (pkl->method == 0) {
+    pickle = zip.stored_bytes(*pkl);
+  } else {
+    inflated = zip.read(*pkl);
+    pickle = inflated;
   }
-
-private:
-  std::shared_ptr<const mapped_file> file_;
-};
-
-// A TorchScript attribute value as a graft value; nullopt for what graft cannot represent.
-inline std::optional<value> from_ivalue(const c10::IValue& v) {
-  if (v.isNone()) return value();
-  if (v.isTensor()) return value(v.toTensor());
-  if (v.isBool()) return value(v.toBool());
-  if (v.isInt()) return value(v.toInt());
-  if (v.isDouble()) return value(v.toDouble());
-  if (v.isString()) return value(v.toStringRef());
-  if (v.isList() || v.isTuple()) {
-    sequence s{{}, v.isTuple()};
-    auto items = v.isTuple() ? v.toTupleRef().elements().vec() : v.toListRef().vec();
-    for (const auto& e : items) {
-      auto x = from_ivalue(e);
-      if (!x) return std::nullopt;
-      s.items.push_back(std::move(*x));
-    }
-    return value(std::move(s));
-  }
-  if (v.isGenericDict()) {
-    dict d;
-    for (const auto& e : v.toGenericDict()) {
-      auto k = from_ivalue(e.key());
-      auto x = from_ivalue(e.value());
-      if (!k || !(k->is_string() || k->is_int()) || !x) return std::nullopt;
-      d.append(std::move(*k), std::move(*x));
-    }
-    return value(std::move(d));
-  }
-  return std::nullopt;
-}
-
-// Flattens one archive level into `out`: tensors and values by dotted name, nested archives
-// (submodules) by recursion. `training` is the scripted module's own flag, not saved state.
-inline void collect_archive(const std::string& path, const torch::jit::Module& m, std::string& prefix, dict& out) {
-  const auto& type = m.type();
-  const auto& obj = m._ivalue();
-  for (std::size_t i = 0; i < type->numAttributes(); ++i) {
-    const auto& name = type->getAttributeName(i);
-    const auto& v = obj->getSlot(i);
-    const auto size = prefix.size();
-    prefix += name;
-    if (v.isObject() && v.toObjectRef().type()->is_module()) {
-      prefix += '.';
-      collect_archive(path, torch::jit::Module(v.toObject()), prefix, out);
-    } else if (v.isTensor()) {
-      if (v.toTensor().defined()) out.append(prefix, v.toTensor());  // an absent bias is saved undefined
-    } else if (name != "training") {
-      auto x = from_ivalue(v);
-      if (!x)
-        throw format_error(fmt::format("'{}': entry '{}' holds a TorchScript {}, which graft cannot represent", path, prefix,
-                                       v.type()->str()));
-      out.append(prefix, std::move(*x));
-    }
-    prefix.resize(size);
-  }
+  // constants.pkl and code/ serve the module's TorchScript code, which graft never compiles
+  // or runs; the saved state is all in data.pkl and the data/ records it names.
+  zip_storage_loader storages{file, zip, prefix, pkl->name, true};
+  unpickler reader(pickle, file->path(), pkl->name, std::ref(storages), pickle_dialect::torchscript);
+  return reader.run_flattened("training");
 }
 
 // A nested OutputArchive per dotted prefix, as Module::save writes one per submodule.
@@ -143,30 +97,33 @@ inline c10::IValue to_ivalue(const std::string& path, const std::string& key, co
 
 } // namespace detail
 
-/// Reads a libtorch archive (written by torch::save(module) or an OutputArchive) into a dict of
-/// dotted name → tensor, submodules' entries under their names ("fc.weight",
-/// "bn.running_mean"), in the order the archive holds them: each module's parameters, then its
-/// buffers, then its submodules. Non-tensor entries an OutputArchive holds (ints, strings, ...)
-/// come as their values. Tensors are copies (TorchScript loads records into fresh memory).
-/// Throws io_error if the file cannot be opened, format_error naming the file otherwise.
+/// Reads a libtorch archive (written by torch::save(module) or an OutputArchive, or by Python's
+/// torch.jit.save) into a dict of dotted name → tensor, submodules' entries under their names
+/// ("fc.weight", "bn.running_mean"), in the order the archive holds them: each module's
+/// parameters, then its buffers, then its submodules. Non-tensor entries an OutputArchive holds
+/// (ints, strings, lists, ...) come as their values. graft reads the zip and the pickle itself
+/// and never compiles the archive's code; tensors view the memory-mapped file where the
+/// records allow (writes to them stay private to this process). Throws io_error if the file
+/// cannot be opened, format_error naming the file otherwise.
 inline value read_libtorch_archive(const std::string& path) {
   auto file = mapped_file::open(path);
+  auto refuse = [&](std::string_view why) {
+    return format_error(fmt::format("'{}': not a readable libtorch archive (torch::save / torch.jit.save): {}", path, why));
+  };
   try {
-    auto m = torch::jit::load(std::make_shared<detail::mapped_read_adapter>(file), torch::kCPU);
-    dict out;
-    std::string prefix;
-    detail::collect_archive(path, m, prefix, out);
-    return out;
+    return detail::read_libtorch_zip(file);
+  } catch (const format_error& e) {
+    // The zip reader's and unpickler's messages start with the file's name; say what it is once.
+    std::string_view what = e.what();
+    const auto named = fmt::format("[graft.format] '{}': ", path);
+    if (what.starts_with(named)) what.remove_prefix(named.size());
+    throw refuse(what);
   } catch (const graft::error&) {
     throw;
   } catch (const c10::Error& e) {
-    throw format_error(fmt::format("'{}': not a readable libtorch archive (torch::save / torch.jit.save): {}", path,
-                                   e.what_without_backtrace()));
+    throw refuse(e.what_without_backtrace());
   } catch (const std::bad_alloc&) {
     throw format_error(fmt::format("'{}': out of memory while reading", path));
-  } catch (const std::exception& e) {
-    // The TorchScript importer reports some malformed code with std::runtime_error.
-    throw format_error(fmt::format("'{}': not a readable libtorch archive (torch::save / torch.jit.save): {}", path, e.what()));
   }
 }
 
