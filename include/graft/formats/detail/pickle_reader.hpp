@@ -602,6 +602,8 @@ private:
   void flatten(std::uint32_t obj, std::string_view skip, std::string& prefix, std::unordered_set<std::string>& seen, dict& out,
                int depth) {
     if (depth > max_depth) fail(fmt::format("objects nest deeper than {} levels (or contain themselves)", max_depth));
+    if (++built_ > max_built())
+      fail(fmt::format("the pickle's shared references expand to more than {} objects", max_built()));
     const auto items = nodes_[obj].items;
     for (std::size_t k = 0; k + 1 < items.size(); k += 2) {
       const node& key = nodes_[items[k]];
@@ -610,6 +612,7 @@ private:
       if (key.sv() == skip) continue;
       const auto size = prefix.size();
       prefix += key.sv();
+      count_text(prefix.size());
       if (nodes_[items[k + 1]].object) {
         prefix += '.';
         flatten(items[k + 1], skip, prefix, seen, out, depth + 1);
@@ -634,8 +637,8 @@ private:
       case kind::boolean: return value(n.i != 0);
       case kind::integer: return value(n.i);
       case kind::floating: return value(n.f);
-      case kind::str: return value(std::string(n.sv()));
-      case kind::bytes: return value(value::bytes{std::string(n.sv())});
+      case kind::str: count_text(n.sv().size()); return value(std::string(n.sv()));
+      case kind::bytes: count_text(n.sv().size()); return value(value::bytes{std::string(n.sv())});
       case kind::tensor: return value(n.tensor);
       case kind::list:
       case kind::tuple: {
@@ -670,8 +673,17 @@ private:
   std::vector<std::size_t> marks_;
   std::vector<std::uint32_t> memo_;
   std::uint64_t memo_count_ = 0;
-  std::size_t built_ = 0;  // graft::values made by to_value
+  std::size_t built_ = 0;  // graft::values made by to_value (and objects flattened)
   std::size_t max_built() const noexcept { return (std::size_t(1) << 20) + 64 * n_; }
+  std::size_t text_built_ = 0;  // bytes of text copied into graft::values and flattened names
+  std::size_t max_text() const noexcept { return (std::size_t(1) << 26) + 64 * n_; }
+  // One string shared from many places is copied to each: bound the bytes, as max_built bounds
+  // the objects.
+  void count_text(std::size_t k) {
+    text_built_ += k;
+    if (text_built_ > max_text())
+      fail(fmt::format("the pickle's shared references expand to more than {} bytes of text", max_text()));
+  }
 };
 
 } // namespace graft::detail
