@@ -2,10 +2,12 @@
 // torch.load sees, tensors viewing the mapped file and sharing memory where Python shares storage.
 
 #include <chrono>
+#include <fstream>
 
 #include <catch2/catch.hpp>
 
 #include <graft/formats/torch_save.hpp>
+#include <torch/serialize.h>
 
 #include "oracle.hpp"
 #include "test_torch_save_support.hpp"
@@ -178,4 +180,37 @@ TEST_CASE("torch.save: a ResNet-152 state dict reads in a fraction of a second",
                    std::filesystem::file_size(file) / 1e6, seconds * 1e3));
   CHECK(seconds < 0.5);
   CHECK(graft::test::summary(sd) == expected);
+}
+
+TEST_CASE("torch.save: what libtorch's torch::pickle_save writes reads as Python's torch.load reads it", "[torch_save]") {
+  // pickle_save tags typed containers with torch.jit._pickle.restore_type_tag and
+  // build_intlist; Python's torch.load accepts both, and so does graft.
+  scratch_dir dir;
+  auto path = dir.file("pickle_save.pt");
+  c10::Dict<std::string, at::Tensor> tensors;
+  tensors.insert("w", torch::arange(6, torch::kFloat).reshape({2, 3}));
+  tensors.insert("b", torch::tensor({-1.5, 2.5}, torch::kDouble));
+  c10::impl::GenericDict root(c10::StringType::get(), c10::AnyType::get());
+  root.insert("model", tensors);
+  root.insert("steps", c10::List<int64_t>({3, 1, 4}));
+  root.insert("epoch", 7);
+  auto bytes = torch::pickle_save(root);
+  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+
+  auto v = graft::read_torch_save(path);
+  const auto& model = v.as_dict().at("model").as_dict();
+  CHECK(torch::equal(model.at("w").as_tensor(), tensors.at("w")));
+  CHECK(torch::equal(model.at("b").as_tensor(), tensors.at("b")));
+  CHECK(v.as_dict().at("epoch").as_int() == 7);
+  const auto& steps = v.as_dict().at("steps").as_sequence();
+  REQUIRE(steps.items.size() == 3);
+  CHECK(steps.items[2].as_int() == 4);
+
+  // The oracle reads the same file to the same numbers.
+  auto out = run_python(fmt::format(R"(
+import torch
+d = torch.load("{}")
+print(d["model"]["w"].sum().item(), d["model"]["b"].tolist(), d["steps"], d["epoch"])
+)", path));
+  CHECK(out == "15.0 [-1.5, 2.5] [3, 1, 4] 7\n");
 }

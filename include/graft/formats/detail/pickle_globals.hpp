@@ -24,8 +24,8 @@ enum class global_id : std::uint8_t {
   set,                           ///< builtins.set / frozenset (read as a list)
   codecs_encode,                 ///< _codecs.encode: protocol 2's spelling of bytes
   bytes_type,                    ///< builtins.bytes: protocol 2's spelling of b''
-  // TorchScript archives only (unpickler's script mode):
-  script_class,                  ///< __torch__.*: a scripted module or class (read as a dict of its attributes)
+  script_class,                  ///< __torch__.*: a scripted module or class (read as a dict of its attributes; TorchScript archives only)
+  // TorchScript's container tags, in TorchScript archives and torch::pickle_save files:
   script_list,                   ///< torch.jit._pickle.build_intlist, ...: a typed list (read as its list)
   restore_type_tag,              ///< torch.jit._pickle.restore_type_tag: a container and its type (read as the container)
 };
@@ -77,8 +77,9 @@ inline constexpr std::array allowed_globals{
     allowed_global{"_codecs", "encode", global_id::codecs_encode},
 };
 
-/// The globals a TorchScript archive's data.pkl adds to the allow-list, besides the
-/// `__torch__.*` classes of its scripted modules.
+/// TorchScript's container tags, which its archives' data.pkl and libtorch's
+/// torch::pickle_save use (each returns its first argument). A TorchScript archive also allows
+/// the `__torch__.*` classes of its scripted modules.
 inline constexpr std::array allowed_script_globals{
     allowed_global{"torch.jit._pickle", "build_intlist", global_id::script_list},
     allowed_global{"torch.jit._pickle", "build_doublelist", global_id::script_list},

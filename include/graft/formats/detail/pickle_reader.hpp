@@ -374,7 +374,9 @@ private:
       return;
     }
     auto g = find_global(module, name);
-    if (!g && dialect_ == pickle_dialect::torchscript) g = find_script_global(module, name);
+    // TorchScript's typed-container tags are written by libtorch's torch::pickle_save too, in
+    // files Python's torch.load reads: allowed in both dialects (each returns its argument).
+    if (!g) g = find_script_global(module, name);
     if (!g)
       fail(fmt::format("global '{}.{}' is not allowed; graft rebuilds only tensors, storages and plain containers "
                        "and never runs code from a file",
