@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -81,9 +82,10 @@ std::size_t read_bytes(const std::string& path, std::vector<char>& buf) {
 std::int64_t model_bytes(const torch::nn::Module& m) { return graft::state_dict(m).nbytes(); }
 
 // What a user writes to load a DataParallel checkpoint into a model with a new head.
-graft::load_report graft_load(const std::string& path, torch::nn::Module& model) {
+// threads = 0 is graft's default (one reading thread per core); 1 reads on the calling thread.
+graft::load_report graft_load(const std::string& path, torch::nn::Module& model, unsigned threads = 0) {
   return graft::read(path) | graft::strip_prefix("module.") | graft::filter(!"fc.*"_glob) |
-         graft::merge(model, {.missing = graft::allow("fc.*"_glob)});
+         graft::merge(model, {.missing = graft::allow("fc.*"_glob), .threads = threads});
 }
 
 // --rss-child PATH DEPTH MODE: a fresh process (exec'd, so no memory inherited from the
@@ -111,7 +113,8 @@ torch.save({"module." + k: v for k, v in m.state_dict().items()}, sys.argv[1])
 // torch.load + load_state_dict, timed inside Python (no interpreter start-up), median of N.
 const char* python_script = R"(
 import sys, time, torch, torchvision
-path, depth, iters = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, depth, iters, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if threads: torch.set_num_threads(threads)
 m = getattr(torchvision.models, "resnet" + depth)()
 def load():
     sd = torch.load(path)
@@ -124,7 +127,7 @@ for _ in range(iters):
     t0 = time.perf_counter()
     load()
     ts.append(time.perf_counter() - t0)
-print(sorted(ts)[len(ts) // 2])
+print(sorted(ts)[len(ts) // 2], torch.get_num_threads())
 )";
 
 std::string shell_quote(const std::string& s) { return "'" + s + "'"; }
@@ -176,7 +179,19 @@ int main(int argc, char** argv) {
   double raw_st = time_median(iters, [&] { read_bytes(st, buf); });
   double g = time_median(iters, [&] { graft_load(ckpt, *model); });
   double g_st = time_median(iters, [&] { graft_load(st, *model); });
-  double py = std::stod(run(fmt::format("{} -c {} {} {} {}", python, shell_quote(python_script), shell_quote(ckpt), depth, iters)));
+  double g1 = time_median(iters, [&] { graft_load(ckpt, *model, 1); });
+  double g1_st = time_median(iters, [&] { graft_load(st, *model, 1); });
+  // Python's median time and the torch threads it ran with; threads 0 leaves torch's default.
+  auto python_time = [&](unsigned threads) {
+    double t = 0;
+    int n = 0;
+    std::sscanf(run(fmt::format("{} -c {} {} {} {} {}", python, shell_quote(python_script), shell_quote(ckpt), depth, iters, threads)).c_str(),
+                "%lf %d", &t, &n);
+    return std::pair{t, n};
+  };
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  auto [py, torch_threads] = python_time(0);
+  auto [py_n, cores_used] = python_time(cores);
 
   auto mib = [](double b) { return b / (1024.0 * 1024.0); };
   fmt::print("ResNet-{}: checkpoint {:.1f} MiB (torch.save), {:.1f} MiB (safetensors); model {:.1f} MiB; median of {} runs, page cache warm\n",
@@ -186,7 +201,12 @@ int main(int argc, char** argv) {
   fmt::print("| graft: read \\| strip_prefix \\| filter \\| merge, torch.save | {:.1f} ms | {:.2f}x baseline | ≤ 1.5x |\n", g * 1e3, g / raw);
   fmt::print("| read() the safetensors file's bytes | {:.1f} ms | 1.00x | — |\n", raw_st * 1e3);
   fmt::print("| graft: the same from safetensors (mapped) | {:.1f} ms | {:.2f}x its read() | ≤ 1.2x |\n", g_st * 1e3, g_st / raw_st);
-  fmt::print("| Python: torch.load + load_state_dict | {:.1f} ms | {:.2f}x graft's time | ≥ 3x |\n", py * 1e3, py / g);
+  fmt::print("| graft, one reading thread, torch.save | {:.1f} ms | {:.2f}x baseline | — |\n", g1 * 1e3, g1 / raw);
+  fmt::print("| graft, one reading thread, safetensors | {:.1f} ms | {:.2f}x its read() | — |\n", g1_st * 1e3, g1_st / raw_st);
+  fmt::print("| Python: torch.load + load_state_dict ({} torch thread{}) | {:.1f} ms | {:.2f}x graft's time | ≥ 3x |\n",
+             torch_threads, torch_threads == 1 ? "" : "s", py * 1e3, py / g);
+  fmt::print("| Python, torch.set_num_threads({}) | {:.1f} ms | {:.2f}x graft's time | — |\n", cores_used, py_n * 1e3, py_n / g);
+  fmt::print("| Python vs graft with one reading thread | — | {:.2f}x | — |\n", py / g1);
   fmt::print("| peak RSS, process that builds the model only | {:.1f} MiB | — | — |\n", mib(rss_model_only));
   fmt::print("| peak RSS, process that builds the model and loads | {:.1f} MiB | {:.2f}x (model + checkpoint) | ≤ 1.1x* |\n",
              mib(rss_load), double(rss_load) / double(mbytes2 + ckpt_size));
