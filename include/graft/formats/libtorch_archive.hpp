@@ -42,13 +42,7 @@ inline dict read_libtorch_zip(const std::shared_ptr<const mapped_file>& file) {
                          prefix));
   // The pickle is parsed in place when it is stored, which is what TorchScript does.
   std::string inflated;
-  std::string_view pickle;
-  if (pkl->method == 0) {
-    pickle = zip.stored_bytes(*pkl);
-  } else {
-    inflated = zip.read(*pkl);
-    pickle = inflated;
-  }
+  const auto pickle = zip.bytes(*pkl, inflated);
   // constants.pkl and code/ serve the module's TorchScript code, which graft never compiles
   // or runs; the saved state is all in data.pkl and the data/ records it names.
   zip_storage_loader storages{file, zip, prefix, pkl->name, true};

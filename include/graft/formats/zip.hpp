@@ -155,6 +155,14 @@ public:
       fail(fmt::format("record '{}' fails its CRC-32 check after inflating", r.name));
   }
 
+  /// The record's bytes: a view of the map for a stored record, else inflated into `buffer`
+  /// (which the view then points into).
+  std::string_view bytes(const zip_record& r, std::string& buffer) const {
+    if (r.method == 0) return stored_bytes(r);
+    buffer = read(r);
+    return buffer;
+  }
+
   /// The record's bytes as a string (for small records such as data.pkl or version).
   std::string read(const zip_record& r) const {
     check_readable(r);

@@ -71,9 +71,10 @@ struct zip_storage_loader {
                            record_name, rec->size, numel, c10::toString(dtype), at, pickle));
     if (auto it = storages.find(record_name); it != storages.end()) return it->second;
     c10::Storage storage;
-    if (rec->method == 0 && mmap && zip.data_offset(*rec) % itemsize == 0) {
-      storage = mapped_file::view(file, zip.data_offset(*rec), {static_cast<std::int64_t>(rec->size)}, {1}, torch::kByte)
-                    .storage();
+    const bool can_view = rec->method == 0 && mmap;
+    const std::uint64_t start = can_view ? zip.data_offset(*rec) : 0;  // reads the record's local header
+    if (can_view && start % itemsize == 0) {
+      storage = mapped_file::view(file, start, {static_cast<std::int64_t>(rec->size)}, {1}, torch::kByte).storage();
     } else {
       auto bytes = torch::empty({static_cast<std::int64_t>(rec->size)}, torch::kByte);
       zip.read_into(*rec, bytes.data_ptr());
@@ -105,13 +106,7 @@ inline value read_torch_save_zip(const std::shared_ptr<const mapped_file>& file,
 
   // The pickle is parsed in place when it is stored, which is what torch.save does.
   std::string inflated;
-  std::string_view pickle;
-  if (pkl->method == 0) {
-    pickle = zip.stored_bytes(*pkl);
-  } else {
-    inflated = zip.read(*pkl);
-    pickle = inflated;
-  }
+  const auto pickle = zip.bytes(*pkl, inflated);
 
   zip_storage_loader storages{file, zip, prefix, pkl->name, opts.mmap};
   detail::unpickler reader(pickle, path, pkl->name, std::ref(storages));
