@@ -32,10 +32,11 @@ public:
   explicit file_copies(unsigned threads = 0)
       : threads_(threads ? threads : std::clamp(std::thread::hardware_concurrency(), 1u, 8u)) {}
 
-  /// Whether dst ← src can be done by this batch: src is a contiguous view of a mapped file
-  /// and dst a contiguous CPU tensor of the same dtype and shape that does not view one.
-  /// The caller must not give two destinations that share storage (their order would matter).
-  static bool eligible(const torch::Tensor& dst, const torch::Tensor& src) {
+  /// Adds dst ← src if this batch can do it: src is a contiguous view of a mapped file and
+  /// dst a contiguous CPU tensor of the same dtype and shape that does not view one. False
+  /// leaves the copy to the caller. The caller must not give two destinations that share
+  /// storage (their order would matter).
+  bool add(const torch::Tensor& dst, const torch::Tensor& src) {
     if (!src.defined() || !dst.defined() || !src.is_cpu() || !dst.is_cpu()) return false;
     if (src.layout() != c10::kStrided || dst.layout() != c10::kStrided || src.is_quantized() || dst.is_quantized()) return false;
     if (src.scalar_type() != dst.scalar_type() || src.sizes() != dst.sizes() || src.numel() == 0) return false;
@@ -45,15 +46,9 @@ public:
     const auto* file = mapped_file::viewed_by(src.storage());
     if (!file) return false;
     const auto* p = static_cast<const std::byte*>(src.data_ptr());
-    return p >= file->data() && static_cast<std::size_t>(p - file->data()) + src.nbytes() <= file->size();
-  }
-
-  /// Adds dst ← src if eligible(dst, src); false leaves the copy to the caller.
-  bool add(const torch::Tensor& dst, const torch::Tensor& src) {
-    if (!eligible(dst, src)) return false;
-    const auto* file = mapped_file::viewed_by(src.storage());
+    if (p < file->data() || static_cast<std::size_t>(p - file->data()) + src.nbytes() > file->size()) return false;
     files_.insert(file);
-    jobs_.push_back({dst, file, static_cast<std::size_t>(static_cast<const std::byte*>(src.data_ptr()) - file->data()), src.nbytes()});
+    jobs_.push_back({dst, file, static_cast<std::size_t>(p - file->data()), src.nbytes()});
     return true;
   }
 
