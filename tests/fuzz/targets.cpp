@@ -134,6 +134,26 @@ void touch(std::string_view s) {
   sink = sum;
 }
 
+// Runs `read(mmap)` with the file memory-mapped and copied, checking what it returns.
+template <class Read>
+void read_both_ways(Read&& read, const mapped_file* file) {
+  for (bool mmap : {true, false}) {
+    try {
+      check_value(read(mmap), file);
+    } catch (const graft::error& e) {
+      refused(e);
+    }
+  }
+}
+
+void read_metadata(const std::string& path) {
+  try {
+    for (const auto& [k, v] : read_safetensors_metadata(path)) touch(k), touch(v);
+  } catch (const graft::error& e) {
+    refused(e);
+  }
+}
+
 } // namespace
 
 void set_current_input(std::string_view name) { current_input() = name; }
@@ -141,13 +161,7 @@ void set_current_input(std::string_view name) { current_input() = name; }
 int torch_save(const std::uint8_t* data, std::size_t size) {
   auto file = mapped_file::open(write_input(scratch() / "input.pt", data, size));
   (void)is_torch_save_file(*file);
-  for (bool mmap : {true, false}) {
-    try {
-      check_value(read_torch_save(file, {.mmap = mmap}), file.get());
-    } catch (const graft::error& e) {
-      refused(e);
-    }
-  }
+  read_both_ways([&](bool mmap) { return read_torch_save(file, {.mmap = mmap}); }, file.get());
   return 0;
 }
 
@@ -155,18 +169,8 @@ int safetensors(const std::uint8_t* data, std::size_t size) {
   auto path = write_input(scratch() / "input.safetensors", data, size);
   auto file = mapped_file::open(path);
   (void)is_safetensors_file(*file);
-  for (bool mmap : {true, false}) {
-    try {
-      check_value(read_safetensors(file, {.mmap = mmap}), file.get());
-    } catch (const graft::error& e) {
-      refused(e);
-    }
-  }
-  try {
-    for (const auto& [k, v] : read_safetensors_metadata(path)) touch(k), touch(v);
-  } catch (const graft::error& e) {
-    refused(e);
-  }
+  read_both_ways([&](bool mmap) { return read_safetensors(file, {.mmap = mmap}); }, file.get());
+  read_metadata(path);
   return 0;
 }
 
@@ -183,18 +187,8 @@ int safetensors_index(const std::uint8_t* data, std::size_t size) {
     return d;
   }();
   auto path = write_input(dir / "model.safetensors.index.json", data, size);
-  for (bool mmap : {true, false}) {
-    try {
-      check_value(read_safetensors(path, {.mmap = mmap}), nullptr);
-    } catch (const graft::error& e) {
-      refused(e);
-    }
-  }
-  try {
-    for (const auto& [k, v] : read_safetensors_metadata(path)) touch(k), touch(v);
-  } catch (const graft::error& e) {
-    refused(e);
-  }
+  read_both_ways([&](bool mmap) { return read_safetensors(path, {.mmap = mmap}); }, nullptr);
+  read_metadata(path);
   return 0;
 }
 
