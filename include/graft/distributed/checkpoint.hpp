@@ -5,6 +5,7 @@
 // every rank. Keys written by Python DDP ("module.conv1.weight") are recognized and stripped.
 
 #include <algorithm>
+#include <exception>
 #include <optional>
 #include <string>
 #include <vector>

@@ -4,6 +4,7 @@
 // a tensor viewing it can later be read straight from the file into its destination
 // (formats/detail/file_copy.hpp) instead of through the mapping's page faults.
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -21,6 +23,8 @@
 
 #include <ATen/ops/from_blob.h>
 #include <torch/types.h>
+
+#include <fmt/format.h>
 
 #include <graft/error.hpp>
 

@@ -6,6 +6,8 @@
 #include <concepts>
 #include <functional>
 #include <initializer_list>
+#include <memory>
+#include <ranges>
 #include <string>
 #include <string_view>
 #include <unordered_set>

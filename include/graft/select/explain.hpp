@@ -1,6 +1,7 @@
 #pragma once
 // explain(module, selector): what a selector matched and what it left, printable with fmt.
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -4,7 +4,9 @@
 
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <typeinfo>
+#include <utility>
 
 #include <c10/util/Type.h>
 #include <torch/nn.h>  // the module headers are not self-contained: take them whole

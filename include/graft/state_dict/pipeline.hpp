@@ -13,6 +13,8 @@
 #include <type_traits>
 #include <utility>
 
+#include <fmt/format.h>
+
 #include <graft/state_dict/state_dict.hpp>
 
 namespace graft {

@@ -2,9 +2,11 @@
 // Entry stages: at(key) descends into a nested entry, filter(selector) keeps what a name or
 // tensor selector picks, the rename rules rewrite keys, cast()/to() convert tensors.
 
+#include <algorithm>
 #include <cstddef>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <re2/re2.h>
 
 #include <graft/error.hpp>

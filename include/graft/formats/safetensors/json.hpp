@@ -2,6 +2,7 @@
 // Strict JSON parsing for checkpoint headers: nlohmann's parser keeps the last of two equal
 // keys silently, and a checkpoint whose header names a tensor twice is malformed.
 
+#include <cstddef>
 #include <set>
 #include <string>
 #include <string_view>

@@ -3,6 +3,7 @@
 // memory-mapped file.
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <map>

@@ -6,6 +6,8 @@
 #include <numbers>
 #include <string>
 
+#include <fmt/format.h>
+
 #include <graft/optim/schedules/concepts.hpp>
 
 namespace graft {

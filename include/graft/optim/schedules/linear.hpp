@@ -6,6 +6,8 @@
 #include <string>
 #include <utility>
 
+#include <fmt/format.h>
+
 #include <graft/optim/schedules/concepts.hpp>
 
 namespace graft {

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include <graft/optim/schedules/concepts.hpp>
 
 namespace graft {

@@ -18,6 +18,8 @@
 #include <torch/serialize/output-archive.h>
 #include <torch/types.h>
 
+#include <fmt/format.h>
+
 #include <graft/optim/schedules/concepts.hpp>
 
 namespace graft {
