@@ -6,6 +6,7 @@
 // file). A refused plan throws load_error and leaves the model bit-for-bit unchanged.
 
 #include <algorithm>
+#include <cstddef>
 #include <map>
 #include <string>
 #include <string_view>
@@ -95,7 +96,8 @@ inline void order_as_pytorch(const torch::nn::Module& root, std::vector<load_rep
   std::string path;
   auto visit = [&](auto& self, const torch::nn::Module& m) -> void {
     preorder.emplace(path, preorder.size());
-    for (auto& c : own_children(m).items()) {
+    module_registries own(m);
+    for (auto& c : own.children()) {
       auto len = path.size();
       path += (len ? "." : "") + c.key();
       self(self, *c.value());

@@ -73,8 +73,9 @@ reinit_result reinit(torch::nn::Module& module, const S& sel) {
   torch::NoGradGuard no_grad;
   for (auto* o : owners) {
     auto& p = plans[o];
-    for (auto* reg : {&detail::own_parameters(*o), &detail::own_buffers(*o)})
-      for (auto& item : reg->items())
+    detail::module_registries own(*o);
+    for (auto* reg : {&own.parameters(), &own.buffers()})
+      for (auto& item : *reg)
         if (item.value().defined() && !chosen.contains(item.value().unsafeGetTensorImpl())) {
           p.keep.push_back(item.value());
           p.keep_saved.push_back(item.value().detach().clone());

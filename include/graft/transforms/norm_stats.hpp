@@ -7,6 +7,7 @@
 // eval — is the one call that switches a model with frozen statistics to training mode.
 // A plain module->train() unfreezes them until the next graft::train().
 
+#include <cstddef>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -99,7 +100,8 @@ template <class F>
 void for_each_module(torch::nn::Module& m, std::string& path, F& f) {
   f(m, std::string_view(path));
   auto len = path.size();
-  for (const auto& c : own_children(m).items()) {
+  module_registries own(m);
+  for (const auto& c : own.children()) {
     path.resize(len);
     if (len) path.push_back('.');
     path.append(c.key());
@@ -117,8 +119,8 @@ bool selects_layer(const S& sel, torch::nn::Module& layer, std::string_view path
   std::string full(path);
   std::size_t offset = path.empty() ? 0 : path.size() + 1;
   if (!path.empty()) full.push_back('.');
-  auto try_registry = [&](const tensor_registry& reg, tensor_kind kind) {
-    for (const auto& item : reg.items()) {
+  auto try_registry = [&](const tensor_items& reg, tensor_kind kind) {
+    for (const auto& item : reg) {
       if (!item.value().defined()) continue;
       full.resize(offset);
       full.append(item.key());
@@ -126,8 +128,9 @@ bool selects_layer(const S& sel, torch::nn::Module& layer, std::string_view path
     }
     return false;
   };
-  return try_registry(own_parameters(layer), tensor_kind::parameter) ||
-         try_registry(own_buffers(layer), tensor_kind::buffer);
+  module_registries own(layer);
+  return try_registry(own.parameters(), tensor_kind::parameter) ||
+         try_registry(own.buffers(), tensor_kind::buffer);
 }
 
 template <selector S>
@@ -149,12 +152,14 @@ norm_stats_result set_norm_stats(torch::nn::Module& module, const S& sel, bool f
       frozen_norms().remove(m);
       m.train(training);
     }
-    if (opts.affine)
-      for (const auto& item : own_parameters(m).items())
+    if (opts.affine) {
+      module_registries own(m);
+      for (const auto& item : own.parameters())
         if (item.value().defined()) {
           item.value().set_requires_grad(!freeze);
           ++r.affine_tensors;
         }
+    }
   };
   for_each_module(module, path, visit);
   if constexpr (!allows_empty<S>) {

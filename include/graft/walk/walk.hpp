@@ -8,6 +8,7 @@
 #include <ranges>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <range/v3/range/concepts.hpp>
@@ -80,6 +81,7 @@ public:
 private:
   struct frame {
     const torch::nn::Module* module;
+    detail::module_registries own;
     std::size_t prefix_len;  // length of "a.b." for this module in path_
     std::size_t next;        // index over own parameters, then buffers, then children
   };
@@ -88,7 +90,7 @@ private:
     stack_.clear();
     seen_.clear();
     path_.clear();
-    stack_.push_back({root_, 0, 0});
+    stack_.push_back({root_, detail::module_registries(*root_), 0, 0});
     advance();
   }
 
@@ -102,9 +104,9 @@ private:
   void advance() {
     while (!stack_.empty()) {
       frame& f = stack_.back();
-      const auto& params = detail::own_parameters(*f.module).items();
-      const auto& buffers = detail::own_buffers(*f.module).items();
-      const auto& children = detail::own_children(*f.module).items();
+      const auto& params = f.own.parameters();
+      const auto& buffers = f.own.buffers();
+      const auto& children = f.own.children();
       std::size_t np = options_.parameters ? params.size() : 0;
       std::size_t nb = options_.buffers ? buffers.size() : 0;
       if (f.next < np + nb) {
@@ -129,7 +131,8 @@ private:
         path_.append(children[c].key());
         path_.push_back('.');
         if (!prune_(std::string_view(path_))) continue;
-        stack_.push_back({children[c].value().get(), path_.size(), 0});
+        const torch::nn::Module* child = children[c].value().get();
+        stack_.push_back({child, detail::module_registries(*child), path_.size(), 0});
         continue;
       }
       stack_.pop_back();
