@@ -26,7 +26,7 @@ void graft_param_groups(benchmark::State& state) {
   auto& n = net();
   for (auto _ : state) {
     auto groups = graft::param_groups(*n).group("head", "fc.**"_glob, {.lr_scale = 10}).rest("backbone").no_decay().build(base_options());
-    torch::optim::SGD opt(groups, base_options());
+    torch::optim::SGD opt(groups.groups(), base_options());
     benchmark::DoNotOptimize(opt.param_groups().data());
   }
 }
@@ -89,7 +89,7 @@ void sgd_ctor_only(benchmark::State& state) {
   auto& n = net();
   auto groups = graft::param_groups(*n).group("head", "fc.**"_glob, {.lr_scale = 10}).rest("backbone").no_decay().build(base_options());
   for (auto _ : state) {
-    torch::optim::SGD opt(groups, base_options());
+    torch::optim::SGD opt(groups.groups(), base_options());
     benchmark::DoNotOptimize(opt.param_groups().data());
   }
 }

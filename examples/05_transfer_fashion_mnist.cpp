@@ -337,7 +337,7 @@ int main(int argc, char** argv) try {
     load_pretrained(net);
     auto groups = graft::param_groups(*net).group("head", "fc.**"_glob, {.lr_scale = 10}).rest("backbone").build(sgd(0.005));
     fmt::print("{}\n", indented(fmt::format("{}", groups)));
-    torch::optim::SGD opt(groups, sgd(0.005));
+    auto opt = groups.make_optimizer<torch::optim::SGD>(sgd(0.005));
     const std::int64_t warm = steps / 10;
     graft::lr_scheduler sched(opt, graft::warmup(graft::linear_warmup{.start_factor = 0.1, .steps = warm},
                                                  graft::cosine_annealing{.t_max = steps - warm}));

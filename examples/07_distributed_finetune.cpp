@@ -30,7 +30,7 @@ constexpr int steps = 40;
 // Four classes of 32x32 images, each a different mean colour plus noise; step `s`'s global
 // batch is the same on every rank, and each rank takes its own rows of it.
 std::pair<torch::Tensor, torch::Tensor> batch(int s, std::int64_t n = global_batch) {
-  auto g = at::detail::createCPUGenerator(1000 + s);
+  auto g = at::make_generator<at::CPUGeneratorImpl>(1000 + s);
   auto y = torch::randint(0, 4, {n}, g, torch::kLong);
   auto means = torch::tensor({{0.5, -0.5, 0.0}, {-0.5, 0.5, 0.0}, {0.0, 0.0, 0.5}, {0.0, 0.0, -0.5}});
   auto x = means.index_select(0, y).view({n, 3, 1, 1}) + 0.5 * torch::randn({n, 3, 32, 32}, g);
@@ -62,7 +62,7 @@ int run_rank() {
   graft::train(*net);
   auto base = torch::optim::SGDOptions(0.005).momentum(0.9);
   auto groups = graft::param_groups(*net).group("head", "fc.**"_glob, {.lr_scale = 10}).rest("backbone").build(base);
-  torch::optim::SGD opt(groups, base);
+  auto opt = groups.make_optimizer<torch::optim::SGD>(base);
 
   // 4. Average exactly the trainable gradients; the selection is checked to agree on all ranks.
   dist::gradient_averager avg(pg, *net, graft::trainable, {.overlap = true});

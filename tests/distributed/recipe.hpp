@@ -29,12 +29,12 @@ inline torch::optim::SGD recipe_optimizer(models::ResNet& net) {
   graft::train(*net);
   auto base = torch::optim::SGDOptions(0.01).momentum(0.9);
   auto groups = graft::param_groups(*net).group("head", "fc.**"_glob, {.lr_scale = 10}).rest("backbone").build(base);
-  return torch::optim::SGD(groups, base);
+  return groups.make_optimizer<torch::optim::SGD>(base);
 }
 
 /// Step `step`'s global batch, the same on every rank.
 inline std::pair<torch::Tensor, torch::Tensor> recipe_batch(int step) {
-  auto g = at::detail::createCPUGenerator(1000 + step);
+  auto g = at::make_generator<at::CPUGeneratorImpl>(1000 + step);
   auto x = torch::randn({recipe_global_batch, 3, 32, 32}, g);
   auto y = torch::randint(0, 4, {recipe_global_batch}, g, torch::kLong);
   return {x, y};

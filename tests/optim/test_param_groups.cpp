@@ -88,7 +88,7 @@ TEST_CASE("param groups equal the split a user writes by hand", "[optim][param_g
   CHECK_THROWS_MATCHES(groups.index_of("body"), graft::key_error,
                        Message("[graft.key] no param group named 'body'; the groups are 'head', 'no_decay', 'backbone'"));
 
-  torch::optim::SGD opt(groups, base);
+  auto opt = groups.make_optimizer<torch::optim::SGD>(base);
   REQUIRE(opt.param_groups().size() == 3);
   CHECK(sgd(opt.param_groups()[groups.index_of("head")]).lr() == base.lr() * 10);
 }
@@ -102,7 +102,7 @@ TEST_CASE("SGD steps use each group's learning rate", "[optim][param_groups]") {
                     .group("late", "layer4.**"_glob, {.lr = 0.003})
                     .rest("backbone")
                     .build(torch::optim::SGDOptions(base_lr));
-  torch::optim::SGD opt(groups, torch::optim::SGDOptions(base_lr));
+  auto opt = groups.make_optimizer<torch::optim::SGD>(torch::optim::SGDOptions(base_lr));
   auto x = torch::randn({4, 3, 32, 32});
   auto y = torch::tensor({0, 1, 2, 3});
   opt.zero_grad();
@@ -138,7 +138,7 @@ TEST_CASE("frozen parameters stay out of the groups unless asked for", "[optim][
   // Frozen parameters never move, trained ones do.
   std::vector<torch::Tensor> before;
   for (auto& p : net->parameters()) before.push_back(p.detach().clone());
-  torch::optim::SGD opt(groups, torch::optim::SGDOptions(0.1));
+  auto opt = groups.make_optimizer<torch::optim::SGD>(torch::optim::SGDOptions(0.1));
   for (int i = 0; i < 2; ++i) {
     opt.zero_grad();
     torch::nn::functional::cross_entropy(net->forward(torch::randn({2, 3, 32, 32})), torch::tensor({0, 1})).backward();
@@ -214,7 +214,7 @@ TEST_CASE("per-group optimizer settings for every libtorch optimizer", "[optim][
   CHECK(head.amsgrad());
   CHECK(body.betas() == torch::optim::AdamOptions().betas());
   CHECK(body.weight_decay() == 0.2 * 0.5);
-  torch::optim::Adam opt(adam, torch::optim::AdamOptions(1e-4));
+  auto opt = adam.make_optimizer<torch::optim::Adam>(torch::optim::AdamOptions(1e-4));
   CHECK(opt.param_groups().size() == 2);
 
   auto sgd_groups = graft::param_groups(*net)
@@ -229,13 +229,15 @@ TEST_CASE("per-group optimizer settings for every libtorch optimizer", "[optim][
   auto rms = graft::param_groups(*net).group("head", "fc.**"_glob, {}, graft::opt::alpha{0.9}, graft::opt::centered{true})
                  .rest("body").build(torch::optim::RMSpropOptions(0.01));
   CHECK(static_cast<const torch::optim::RMSpropOptions&>(rms["head"].options()).alpha() == 0.9);
-  torch::optim::RMSprop rms_opt(rms, torch::optim::RMSpropOptions(0.01));
+  auto rms_opt = rms.make_optimizer<torch::optim::RMSprop>(torch::optim::RMSpropOptions(0.01));
+  CHECK(rms_opt.param_groups().size() == 2);
 
   auto ada = graft::param_groups(*net).group("head", "fc.**"_glob, {.lr_scale = 2}, graft::opt::lr_decay{0.1})
                  .rest("body").build(torch::optim::AdagradOptions(0.01));
   CHECK(static_cast<const torch::optim::AdagradOptions&>(ada["head"].options()).lr_decay() == 0.1);
   CHECK(static_cast<const torch::optim::AdagradOptions&>(ada["head"].options()).lr() == 0.02);
-  torch::optim::Adagrad ada_opt(ada, torch::optim::AdagradOptions(0.01));
+  auto ada_opt = ada.make_optimizer<torch::optim::Adagrad>(torch::optim::AdagradOptions(0.01));
+  CHECK(ada_opt.param_groups().size() == 2);
 
   auto adamw = graft::param_groups(*net).no_decay().rest("all").build(torch::optim::AdamWOptions(1e-3));
   CHECK(adamw.names() == std::vector<std::string>{"all", "all.no_decay"});
@@ -245,7 +247,8 @@ TEST_CASE("per-group optimizer settings for every libtorch optimizer", "[optim][
   // LBFGS keeps a single group.
   auto lbfgs = graft::param_groups(*net).rest("all", {.lr_scale = 0.5}).build(torch::optim::LBFGSOptions(1));
   CHECK(lbfgs["all"].options().get_lr() == 0.5);
-  torch::optim::LBFGS lbfgs_opt(lbfgs, torch::optim::LBFGSOptions(1));
+  auto lbfgs_opt = lbfgs.make_optimizer<torch::optim::LBFGS>(torch::optim::LBFGSOptions(1));
+  CHECK(lbfgs_opt.param_groups().size() == 1);
   CHECK_THROWS_MATCHES(graft::param_groups(*net).group("head", "fc.**"_glob).rest("body").build(torch::optim::LBFGSOptions(1)),
                        graft::option_error,
                        Message("[graft.option] LBFGS optimizes a single param group; these settings make 2 ('head', 'body')"));
@@ -342,7 +345,10 @@ TEST_CASE("the summary lists groups and, verbosely, every parameter", "[optim][p
   CHECK(verbose.back() == "  fc.bias [10] head trainable");
 }
 
-TEST_CASE("make_optimizer equals constructing the optimizer from the groups", "[optim][param_groups]") {
+// libtorch before 2.9 installs the groups' options as given; from 2.9 the constructor replaces
+// options equal to their class's defaults, which make_optimizer never does.
+TEST_CASE("make_optimizer equals constructing the optimizer from the groups where libtorch keeps group options",
+          "[optim][param_groups]") {
   torch::manual_seed(5);
   auto a = models::resnet(18, 4);
   auto b = models::resnet(18, 4);
@@ -358,8 +364,15 @@ TEST_CASE("make_optimizer equals constructing the optimizer from the groups", "[
   };
   auto ga = build(*a);
   auto gb = build(*b);
-  torch::optim::SGD oa(ga, base);
   auto ob = gb.make_optimizer<torch::optim::SGD>(base);
+  auto no_decay = gb.index_of("head.no_decay");
+  CHECK(sgd(ob.param_groups()[no_decay]).weight_decay() == 0);
+  torch::optim::SGD oa(ga.groups(), base);
+#if GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS
+  // The constructor's merge gives the no-decay groups the default's decay back.
+  CHECK(sgd(oa.param_groups()[no_decay]).weight_decay() == base.weight_decay());
+  for (std::size_t i = 0; i < oa.param_groups().size(); ++i) oa.param_groups()[i].set_options(ga.groups()[i].options().clone());
+#endif
   REQUIRE(ob.param_groups().size() == oa.param_groups().size());
   for (std::size_t i = 0; i < oa.param_groups().size(); ++i) {
     CHECK(sgd(ob.param_groups()[i]).lr() == sgd(oa.param_groups()[i]).lr());
@@ -379,4 +392,61 @@ TEST_CASE("make_optimizer equals constructing the optimizer from the groups", "[
   auto pa = a->parameters();
   auto pb = b->parameters();
   for (std::size_t i = 0; i < pa.size(); ++i) CHECK(torch::equal(pa[i], pb[i]));
+}
+
+// timm is the reference for both splits; its resnet18 has torchvision's parameter names.
+TEST_CASE("no_decay() and layer_decay() give each parameter timm's lr scale and weight decay", "[optim][param_groups][oracle]") {
+  auto out = graft::test::run_python(R"(
+import timm
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+m = timm.create_model("resnet18", pretrained=False, num_classes=10)
+name = {id(p): n for n, p in m.named_parameters()}
+for g in param_groups_weight_decay(m, weight_decay=1e-4):
+    for p in g["params"]:
+        print("wd", name[id(p)], 1.0, g["weight_decay"])
+for g in param_groups_layer_decay(m, weight_decay=0.05, layer_decay=0.75):
+    for p in g["params"]:
+        print("ld", name[id(p)], repr(g["lr_scale"]), g["weight_decay"])
+)");
+  struct setting {
+    double scale, decay;
+  };
+  std::map<std::string, std::map<std::string, setting>> timm;  // split -> path -> setting
+  for (auto& l : lines(out)) {
+    std::istringstream in(l);
+    std::string split, path;
+    setting s{};
+    in >> split >> path >> s.scale >> s.decay;
+    timm[split][path] = s;
+  }
+  auto net = models::resnet(18, 10);
+  REQUIRE(timm["wd"].size() == net->parameters().size());
+  REQUIRE(timm["ld"].size() == net->parameters().size());
+  const double lr = 0.1;
+
+  // Each parameter's group holds its lr and weight decay; compare them parameter by parameter.
+  auto compare = [&](const graft::named_param_groups& groups, const std::map<std::string, setting>& expected) {
+    std::size_t seen = 0;
+    for (auto& p : groups.parameters()) {
+      INFO(p.path);
+      REQUIRE(p.group.has_value());
+      auto& o = sgd(groups.groups()[*p.group]);
+      auto& e = expected.at(p.path);
+      CHECK(o.lr() == Approx(lr * e.scale).epsilon(1e-12));
+      CHECK(o.weight_decay() == e.decay);
+      ++seen;
+    }
+    CHECK(seen == expected.size());
+  };
+  compare(graft::param_groups(*net).rest("all").no_decay().build(torch::optim::SGDOptions(lr).weight_decay(1e-4)),
+          timm["wd"]);
+
+  // timm's resnet group_matcher: the stem is layer 0, each residual block one layer, the head last.
+  auto layer_of = [](std::string_view p) {
+    if (p.starts_with("layer")) return 1 + 2 * (p[5] - '1') + (p[7] - '0');
+    return p.starts_with("fc.") ? 9 : 0;
+  };
+  compare(graft::param_groups(*net).rest("all").layer_decay(0.75, 9, layer_of).no_decay()
+              .build(torch::optim::SGDOptions(lr).weight_decay(0.05)),
+          timm["ld"]);
 }

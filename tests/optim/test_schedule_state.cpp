@@ -265,7 +265,8 @@ try:
 except ZeroDivisionError as e:
     print("empty_phase", type(e).__name__)
 )");
-  CHECK_THAT(out, Catch::Contains("past_total Tried to step 6 times"));
+  // PyTorch counts the failed step differently across releases (1.13: "6 times", 2.x: "5").
+  CHECK_THAT(out, Catch::Matches("[\\s\\S]*past_total Tried to step [56] times[\\s\\S]*"));
   CHECK_THAT(out, Catch::Contains("empty_phase ZeroDivisionError"));
 
   auto opt = make_optimizer(opt_kind::sgd, {0.1, 0.01});

@@ -39,13 +39,21 @@ inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(opt_kind kind, co
   for (double lr : lrs)
     groups.emplace_back(std::vector<torch::Tensor>{torch::zeros({1}, torch::requires_grad())}, options(lr));
   double lr0 = lrs.empty() ? 0.1 : lrs[0];
+  // Each group keeps the options it was made with: libtorch 2.x's constructor would replace an
+  // option equal to its class's default (Adam's lr 1e-3) with the optimizer's default.
+  std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> given;
+  for (auto& g : groups) given.push_back(g.options().clone());
+  auto keep = [&](std::unique_ptr<torch::optim::Optimizer> opt) {
+    for (std::size_t i = 0; i < given.size(); ++i) opt->param_groups()[i].set_options(std::move(given[i]));
+    return opt;
+  };
   switch (kind) {
-    case opt_kind::sgd: return std::make_unique<SGD>(std::move(groups), SGDOptions(lr0).momentum(0.9));
-    case opt_kind::sgd_plain: return std::make_unique<SGD>(std::move(groups), SGDOptions(lr0));
-    case opt_kind::adam: return std::make_unique<Adam>(std::move(groups), AdamOptions(lr0));
-    case opt_kind::adamw: return std::make_unique<AdamW>(std::move(groups), AdamWOptions(lr0));
-    case opt_kind::rmsprop: return std::make_unique<RMSprop>(std::move(groups), RMSpropOptions(lr0));
-    case opt_kind::adagrad: return std::make_unique<Adagrad>(std::move(groups), AdagradOptions(lr0));
+    case opt_kind::sgd: return keep(std::make_unique<SGD>(std::move(groups), SGDOptions(lr0).momentum(0.9)));
+    case opt_kind::sgd_plain: return keep(std::make_unique<SGD>(std::move(groups), SGDOptions(lr0)));
+    case opt_kind::adam: return keep(std::make_unique<Adam>(std::move(groups), AdamOptions(lr0)));
+    case opt_kind::adamw: return keep(std::make_unique<AdamW>(std::move(groups), AdamWOptions(lr0)));
+    case opt_kind::rmsprop: return keep(std::make_unique<RMSprop>(std::move(groups), RMSpropOptions(lr0)));
+    case opt_kind::adagrad: return keep(std::make_unique<Adagrad>(std::move(groups), AdagradOptions(lr0)));
   }
   return nullptr;
 }

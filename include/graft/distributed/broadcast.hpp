@@ -12,7 +12,8 @@
 #include <fmt/format.h>
 #include <torch/nn/module.h>
 #include <torch/types.h>
-#include <torch/csrc/utils/tensor_flatten.h>
+#include <ATen/ops/flatten_dense_tensors.h>
+#include <ATen/ops/unflatten_dense_tensors.h>
 #include <torch/utils.h>
 
 #include <graft/distributed/agree.hpp>
@@ -120,11 +121,11 @@ broadcast_result broadcast(c10d::ProcessGroup& pg, torch::nn::Module& module, co
   c10d::BroadcastOptions bo;
   bo.rootRank = o.root;
   for (auto& group : detail::pack(ts, o.bucket_bytes)) {
-    std::vector<torch::Tensor> flat{torch::utils::flatten_dense_tensors(group)};
+    std::vector<torch::Tensor> flat{at::flatten_dense_tensors(group)};
     detail::wait(pg, detail::start(pg, "broadcast", [&] { return pg.broadcast(flat, bo); }), "broadcast");
     ++r.calls;
     if (pg.getRank() == o.root) continue;
-    auto parts = torch::utils::unflatten_dense_tensors(flat[0], group);
+    auto parts = at::unflatten_dense_tensors(flat[0], group);
     for (std::size_t i = 0; i < group.size(); ++i) group[i].copy_(parts[i]);
   }
   return r;

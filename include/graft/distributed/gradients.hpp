@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -18,7 +19,6 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/module.h>
 #include <torch/types.h>
-#include <torch/csrc/utils/tensor_flatten.h>
 #include <torch/utils.h>
 
 #include <graft/distributed/agree.hpp>
@@ -137,7 +137,9 @@ private:
     std::size_t launched = 0;  // buckets [0, launched) have their allreduce running
     std::mutex mutex;
     gradient_stats stats;
-    std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // keep our hooks alive
+    // keep our hooks alive (libtorch 1.x hands out a std::shared_ptr, 2.x a c10::intrusive_ptr)
+    std::vector<decltype(torch::autograd::impl::grad_accumulator(std::declval<const torch::Tensor&>()))>
+        accumulators;
   };
 
   // Buckets in reverse parameter order: backward produces the last layers' gradients first.

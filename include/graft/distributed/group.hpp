@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -17,6 +18,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
 
 #include <graft/error.hpp>
 
@@ -70,7 +72,17 @@ inline process_group gloo_group(store s, int rank, int world_size, gloo_options 
                                              : c10d::ProcessGroupGloo::createDeviceForHostname(o.hostname));
   opts->threads = o.threads;
   try {
-    return c10::make_intrusive<c10d::ProcessGroupGloo>(s, rank, world_size, opts);
+    auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(s, rank, world_size, opts);
+#if TORCH_VERSION_MAJOR >= 2
+    // From libtorch 2 a ProcessGroup dispatches each collective to a backend by device; Gloo
+    // is one (checked with 2.13), and serves CPU tensors here.
+    auto pg = c10::make_intrusive<c10d::ProcessGroup>(s, rank, world_size);
+    pg->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
+    pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
+    return pg;
+#else
+    return gloo;
+#endif
   } catch (const std::exception& e) {
     throw distributed_error(fmt::format("rank {} of {}: the Gloo rendezvous did not complete within {} ms: {}", rank,
                                         world_size, o.timeout.count(), e.what()));

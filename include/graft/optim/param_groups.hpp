@@ -13,10 +13,12 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -24,6 +26,7 @@
 #include <fmt/ranges.h>
 #include <torch/optim/lbfgs.h>
 #include <torch/optim/optimizer.h>
+#include <torch/version.h>
 
 #include <graft/error.hpp>
 #include <graft/optim/options.hpp>
@@ -31,6 +34,16 @@
 #include <graft/select/regex.hpp>
 #include <graft/select/select.hpp>
 #include <graft/select/tensor.hpp>
+
+// libtorch releases whose Optimizer(groups, defaults) merges each group's options with the
+// defaults by comparing them with a default-constructed options object (seen in 2.13).
+#ifndef GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+#define GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS 1
+#else
+#define GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS 0
+#endif
+#endif
 
 namespace graft {
 
@@ -68,7 +81,14 @@ public:
 
   /// libtorch's param groups, in declaration order.
   const std::vector<torch::optim::OptimizerParamGroup>& groups() const noexcept { return groups_; }
-  /// Passes straight to an optimizer: torch::optim::SGD opt(groups, defaults).
+  /// Passes straight to an optimizer: torch::optim::SGD opt(groups, defaults). From libtorch
+  /// 2.9 that constructor replaces every group option equal to its options class's default
+  /// (weight_decay 0, an lr of 1e-3, ...) with the optimizer's default, so a no-decay group
+  /// decays again: there, use make_optimizer, which installs the groups as built.
+#if GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS
+  [[deprecated("libtorch >= 2.9's optimizer constructor overwrites group options that equal their "
+               "class's defaults (a no-decay group's weight_decay 0): use groups.make_optimizer<Opt>(defaults)")]]
+#endif
   operator std::vector<torch::optim::OptimizerParamGroup>() const { return groups_; }
   std::size_t size() const noexcept { return groups_.size(); }
   /// Group names, parallel to groups() and to an optimizer's param_groups().

@@ -131,7 +131,11 @@ private:
     if (!params.empty()) {
       auto options = opt.defaults().clone();
       options->set_lr(r.lr);
+      // Set the options after adding: libtorch 2.x's add_param_group replaces a group option
+      // that equals its options class's default (an lr of 1e-3, say) with the optimizer's.
+      auto kept = options->clone();
       opt.add_param_group(torch::optim::OptimizerParamGroup(std::move(params), std::move(options)));
+      opt.param_groups().back().set_options(std::move(kept));
     }
     s.applied = true;
     return r;
