@@ -19,15 +19,15 @@ using graft::test::scratch_dir;
 
 namespace {
 
-struct Net : torch::nn::Module {
+struct PairNet : torch::nn::Module {
   torch::nn::Linear a{nullptr}, b{nullptr};
-  Net(std::int64_t in, std::int64_t out) {
+  PairNet(std::int64_t in, std::int64_t out) {
     a = register_module("a", torch::nn::Linear(in, out));
     b = register_module("b", torch::nn::Linear(out, 3));
   }
 };
 
-// A state dict for Net with values unlike any fresh initialization.
+// A state dict for PairNet with values unlike any fresh initialization.
 graft::state_dict values_for(std::int64_t in, std::int64_t out, double shift) {
   graft::state_dict sd;
   sd.insert("a.weight", torch::arange(in * out, torch::kFloat).reshape({out, in}) / 1000 + shift);
@@ -37,7 +37,7 @@ graft::state_dict values_for(std::int64_t in, std::int64_t out, double shift) {
   return sd;
 }
 
-void require_loaded(Net& net, const graft::state_dict& expected) {
+void require_loaded(PairNet& net, const graft::state_dict& expected) {
   for (auto& e : expected) {
     auto& got = e.key == "a.weight" ? net.a->weight : e.key == "a.bias" ? net.a->bias : e.key == "b.weight" ? net.b->weight : net.b->bias;
     INFO(e.key);
@@ -57,7 +57,7 @@ TEST_CASE("merge from a mapped checkpoint loads exactly the file's values, both 
     graft::save(want, path);
     auto sd = graft::read(path) | graft::collect();
     REQUIRE(is_mapped(sd.at("a.weight")));
-    Net net(64, 32);
+    PairNet net(64, 32);
     auto versions = net.a->weight._version();
     auto r = graft::merge(net, sd);
     CHECK(r.loaded.size() == 4);
@@ -78,7 +78,7 @@ TEST_CASE("merge loads mapped tensors as they are now, after in-place edits", "[
   SECTION("an in-place operation") {
     auto sd = graft::read(path) | graft::collect();
     sd.at("a.weight").mul_(-3);
-    Net net(2048, 8);
+    PairNet net(2048, 8);
     graft::merge(net, sd);
     CHECK(torch::equal(net.a->weight, want.at("a.weight") * -3));
     CHECK(torch::equal(net.b->weight, want.at("b.weight")));
@@ -87,7 +87,7 @@ TEST_CASE("merge loads mapped tensors as they are now, after in-place edits", "[
     auto sd = graft::read(path) | graft::collect();
     auto w = sd.at("a.weight");
     w.data_ptr<float>()[w.numel() - 1] = 12345.0f;  // one element on the last page
-    Net net(2048, 8);
+    PairNet net(2048, 8);
     graft::merge(net, sd);
     auto expect = want.at("a.weight").clone();
     expect.view(-1)[-1] = 12345.0f;
@@ -108,7 +108,7 @@ TEST_CASE("merge reads the file it mapped, even after the path is replaced", "[f
   graft::save(want, path);
   auto sd = graft::read(path) | graft::collect();
   graft::save(values_for(16, 8, -9.0), path);  // atomic: a new file under the old name
-  Net net(16, 8);
+  PairNet net(16, 8);
   graft::merge(net, sd);
   require_loaded(net, want);
 }
@@ -121,7 +121,7 @@ TEST_CASE("a mapped checkpoint cut short after reading is refused before anythin
   auto full = std::filesystem::file_size(path);
   REQUIRE(::truncate(path.c_str(), static_cast<off_t>(full / 2)) == 0);
 
-  Net net(512, 64);
+  PairNet net(512, 64);
   auto before = graft::state_dict(net);
   std::vector<torch::Tensor> copies;
   for (auto& e : before) copies.push_back(e.tensor.clone());
@@ -164,7 +164,7 @@ TEST_CASE("a large load split across threads equals the single-threaded one", "[
   auto want = values_for(3 << 10, 4 << 10, 0.5);
   graft::save(want, path);
   for (unsigned threads : {1u, 2u, 3u, 8u}) {
-    Net net(3 << 10, 4 << 10);
+    PairNet net(3 << 10, 4 << 10);
     graft::merge(net, graft::read(path) | graft::collect(), {.threads = threads});
     INFO("threads " << threads);
     require_loaded(net, want);
@@ -178,7 +178,7 @@ TEST_CASE("copies that convert or adapt go through copy_ from the mapping", "[fo
   graft::state_dict half;
   for (auto& e : want) half.insert(e.key, e.tensor.to(torch::kHalf));
   graft::save(half, path);
-  Net net(32, 16);
+  PairNet net(32, 16);
   graft::merge(net, graft::read(path) | graft::collect());
   for (auto& e : half) {
     auto& got = e.key == "a.weight" ? net.a->weight : e.key == "a.bias" ? net.a->bias : e.key == "b.weight" ? net.b->weight : net.b->bias;

@@ -186,8 +186,8 @@ TEST_CASE("write_safetensors refuses what the format cannot hold, before touchin
   };
   const auto prefix = fmt::format("cannot write '{}': ", path);
   CHECK(message({{"a", torch::ones(1)}, {"a", torch::ones(2)}}) == "[graft.key] " + prefix + "tensor 'a' is given twice");
-  CHECK(message({{"c", torch::ones(2, torch::kComplexFloat)}}) ==
-        "[graft.format] " + prefix + "tensor 'c' has dtype ComplexFloat, which safetensors cannot hold");
+  CHECK(message({{"c", torch::ones(2, torch::kComplexDouble)}}) ==
+        "[graft.format] " + prefix + "tensor 'c' has dtype ComplexDouble, which safetensors cannot hold");
   CHECK(message({{"u", torch::Tensor()}}) == "[graft.format] " + prefix + "tensor 'u' is undefined");
   CHECK(message({{"s", torch::eye(2).to_sparse()}}) == "[graft.format] " + prefix + "tensor 's' is not a dense (strided) tensor");
   CHECK(message({{"__metadata__", torch::ones(1)}}) ==

@@ -18,7 +18,7 @@ using namespace std::string_literals;
 
 namespace {
 
-std::string slurp(const std::string& path) {
+std::string file_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), {}};
 }
@@ -87,7 +87,7 @@ std::string good_file(const scratch_dir& dir) {
 TEST_CASE("torch.save errors: not a zip, truncated, legacy, TorchScript", "[torch_save][errors]") {
   scratch_dir dir;
   auto good = good_file(dir);
-  auto bytes = slurp(good);
+  auto bytes = file_bytes(good);
   auto bad = dir.file("bad.pt");
 
   spit(bad, "");
@@ -138,7 +138,7 @@ TEST_CASE("torch.save errors: missing and out-of-bounds records", "[torch_save][
 
   // The central directory says data/0 is larger than the file.
   write_archive(bad, {{"data.pkl", tensor_pickle()}, {"data/0", std::string(24, '\0')}});
-  auto bytes = slurp(bad);
+  auto bytes = file_bytes(bad);
   auto name_at = bytes.rfind("bad/data/0");
   bytes.replace(name_at - 46 + 20, 8, le32(1u << 30) + le32(1u << 30));
   spit(bad, bytes);
@@ -163,7 +163,7 @@ TEST_CASE("torch.save errors: missing and out-of-bounds records", "[torch_save][
   bytes.replace(name_at - 46 + 10, 2, std::string(2, '\0'));
 
   // A local header offset that points nowhere.
-  bytes = slurp(bad);
+  bytes = file_bytes(bad);
   bytes.replace(name_at - 46 + 20, 8, le32(24) + le32(24));
   bytes.replace(name_at - 46 + 42, 4, le32(7));
   spit(bad, bytes);
@@ -171,7 +171,7 @@ TEST_CASE("torch.save errors: missing and out-of-bounds records", "[torch_save][
 
   // The central directory claims more than it holds.
   write_archive(bad, {{"data.pkl", tensor_pickle()}, {"data/0", std::string(24, '\0')}});
-  bytes = slurp(bad);
+  bytes = file_bytes(bad);
   auto eocd = bytes.rfind(std::string("PK\x05\x06", 4));
   bytes.replace(eocd + 16, 4, le32(0x7fffffff));
   spit(bad, bytes);
@@ -197,7 +197,7 @@ sys.stdout.write(summary(torch.load(')PY" + deflated + "')))\n");
                     "deflate (8) are supported",
                     dir.file("bzip2.pt")));
   // Corrupt the deflate stream of the pickle.
-  auto bytes = slurp(deflated);
+  auto bytes = file_bytes(deflated);
   auto at = bytes.find("good/data.pkl") + 13;
   for (std::size_t k = 0; k < 40; ++k) bytes[at + k] = static_cast<char>(0xff);
   spit(deflated, bytes);
@@ -306,7 +306,7 @@ print([pos for op, arg, pos in pickletools.genops(data) if op.name == 'GLOBAL' a
 
 TEST_CASE("torch.save errors: every single-byte corruption is a format_error or a clean read", "[torch_save][errors]") {
   scratch_dir dir;
-  auto bytes = slurp(good_file(dir));
+  auto bytes = file_bytes(good_file(dir));
   auto bad = dir.file("bad.pt");
   std::size_t failures = 0;
   for (std::size_t k = 0; k < bytes.size(); ++k) {

@@ -9,13 +9,15 @@
 #include <torch/types.h>
 #include <zlib.h>
 
+#include <graft/detail/dtypes.hpp>
 #include <graft/state_dict/value.hpp>
 
 namespace graft::test {
 
 /// Python's `summary(obj)`: a line per node; tensors by dtype, shape, CRC-32 of their bytes and requires_grad.
 inline const std::string py_summary = R"PY(
-import torch, zlib, collections, sys
+import torch, zlib, collections, sys, warnings
+warnings.filterwarnings("ignore")
 def _summ(o, p, out):
     if isinstance(o, torch.Tensor):
         b = o.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
@@ -35,21 +37,8 @@ def summary(o):
 )PY";
 
 inline std::string py_dtype(torch::Dtype d) {
-  switch (d) {
-    case torch::kFloat: return "float32";
-    case torch::kDouble: return "float64";
-    case torch::kHalf: return "float16";
-    case torch::kBFloat16: return "bfloat16";
-    case torch::kLong: return "int64";
-    case torch::kInt: return "int32";
-    case torch::kShort: return "int16";
-    case torch::kChar: return "int8";
-    case torch::kByte: return "uint8";
-    case torch::kBool: return "bool";
-    case torch::kComplexFloat: return "complex64";
-    case torch::kComplexDouble: return "complex128";
-    default: return "?";
-  }
+  auto name = graft::detail::find_dtype(d);
+  return name ? std::string(name->python) : "?";
 }
 
 inline std::uint32_t tensor_crc(const torch::Tensor& t) {

@@ -9,15 +9,19 @@
 
 #include <torch/types.h>
 
+#include <graft/detail/dtypes.hpp>
+
 namespace graft::detail {
 
 /// What an allowed global stands for.
 enum class global_id : std::uint8_t {
   ordered_dict,                  ///< collections.OrderedDict
   rebuild_tensor_v2,             ///< torch._utils._rebuild_tensor_v2
+  rebuild_tensor_v3,             ///< torch._utils._rebuild_tensor_v3: v2 plus a dtype, over an untyped storage
   rebuild_parameter,             ///< torch._utils._rebuild_parameter
   rebuild_parameter_with_state,  ///< torch._utils._rebuild_parameter_with_state
   storage_type,                  ///< torch.FloatStorage, ... (dtype says which)
+  untyped_storage,               ///< torch.storage.UntypedStorage: bytes, typed by _rebuild_tensor_v3
   dtype_name,                    ///< torch.float32, ... (read as the string "torch.float32")
   device,                        ///< torch.device (read as a string such as "cuda:0")
   size,                          ///< torch.Size (read as a tuple)
@@ -40,6 +44,8 @@ struct allowed_global {
 inline constexpr std::array allowed_globals{
     allowed_global{"collections", "OrderedDict", global_id::ordered_dict},
     allowed_global{"torch._utils", "_rebuild_tensor_v2", global_id::rebuild_tensor_v2},
+    allowed_global{"torch._utils", "_rebuild_tensor_v3", global_id::rebuild_tensor_v3},
+    allowed_global{"torch.storage", "UntypedStorage", global_id::untyped_storage, torch::kByte},
     allowed_global{"torch._utils", "_rebuild_parameter", global_id::rebuild_parameter},
     allowed_global{"torch._utils", "_rebuild_parameter_with_state", global_id::rebuild_parameter_with_state},
     allowed_global{"torch", "FloatStorage", global_id::storage_type, torch::kFloat},
@@ -54,18 +60,6 @@ inline constexpr std::array allowed_globals{
     allowed_global{"torch", "BoolStorage", global_id::storage_type, torch::kBool},
     allowed_global{"torch", "ComplexFloatStorage", global_id::storage_type, torch::kComplexFloat},
     allowed_global{"torch", "ComplexDoubleStorage", global_id::storage_type, torch::kComplexDouble},
-    allowed_global{"torch", "float16", global_id::dtype_name},
-    allowed_global{"torch", "bfloat16", global_id::dtype_name},
-    allowed_global{"torch", "float32", global_id::dtype_name},
-    allowed_global{"torch", "float64", global_id::dtype_name},
-    allowed_global{"torch", "complex64", global_id::dtype_name},
-    allowed_global{"torch", "complex128", global_id::dtype_name},
-    allowed_global{"torch", "int8", global_id::dtype_name},
-    allowed_global{"torch", "int16", global_id::dtype_name},
-    allowed_global{"torch", "int32", global_id::dtype_name},
-    allowed_global{"torch", "int64", global_id::dtype_name},
-    allowed_global{"torch", "uint8", global_id::dtype_name},
-    allowed_global{"torch", "bool", global_id::dtype_name},
     allowed_global{"torch", "device", global_id::device},
     allowed_global{"torch", "Size", global_id::size},
     allowed_global{"builtins", "set", global_id::set},
@@ -93,10 +87,14 @@ constexpr bool is_script_class_module(std::string_view module) noexcept {
   return module == "__torch__" || module.starts_with("__torch__.");
 }
 
-/// The allowed global `module.name`, or nullptr.
+/// The allowed global `module.name`, or nullptr. Every dtype detail/dtypes.hpp names
+/// (torch.float32, torch.uint16, ...) is allowed as a dtype_name, whether or not this
+/// libtorch can represent it: a tensor of it is refused when rebuilt, naming the dtype.
 inline const allowed_global* find_global(std::string_view module, std::string_view name) noexcept {
+  static constexpr allowed_global dtype{"torch", "", global_id::dtype_name};
   for (const auto& g : allowed_globals)
     if (g.module == module && g.name == name) return &g;
+  if (module == "torch" && find_python_dtype(name)) return &dtype;
   return nullptr;
 }
 
@@ -113,6 +111,8 @@ inline std::string_view global_name(global_id id) noexcept {
   switch (id) {
     case global_id::ordered_dict: return "collections.OrderedDict";
     case global_id::rebuild_tensor_v2: return "torch._utils._rebuild_tensor_v2";
+    case global_id::rebuild_tensor_v3: return "torch._utils._rebuild_tensor_v3";
+    case global_id::untyped_storage: return "torch.storage.UntypedStorage";
     case global_id::rebuild_parameter: return "torch._utils._rebuild_parameter";
     case global_id::rebuild_parameter_with_state: return "torch._utils._rebuild_parameter_with_state";
     case global_id::storage_type: return "a torch storage type";

@@ -4,6 +4,7 @@
 // every reference, as in Python; the arena becomes a graft::value at STOP. Globals come from an
 // allow-list and are never imported or called: each one names a fixed C++ rebuild.
 
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <cstring>
@@ -11,11 +12,13 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/types.h>
 
 #include <graft/error.hpp>
@@ -485,6 +488,27 @@ private:
         nodes_[push(kind::tensor)].tensor = std::move(t);
         return;
       }
+      case global_id::rebuild_tensor_v3: {
+        // PyTorch 2.x, for dtypes without a legacy storage class (uint16, float8, ...):
+        // storage, offset, size, stride, requires_grad, backward_hooks, dtype[, metadata].
+        arity(7, 8);
+        auto st = arg(args, 0);
+        if (st.k != kind::storage) fail(fmt::format("_rebuild_tensor_v3 needs a storage, not a {}", kind_name(st.k)));
+        auto& dt = arg(args, 6);
+        if (dt.k != kind::str || !dt.sv().starts_with("torch."))
+          fail(fmt::format("_rebuild_tensor_v3 needs a torch dtype, not a {}", kind_name(dt.k)));
+        auto known = find_python_dtype(dt.sv().substr(6));
+        if (!known) fail(fmt::format("_rebuild_tensor_v3 names an unknown dtype {}", dt.sv()));
+        if (!known->dtype)
+          fail(fmt::format("tensor of dtype {}, which libtorch {} cannot represent", dt.sv(), torch_release));
+        st.i = retype(st, *known->dtype);
+        st.dtype = *known->dtype;
+        auto t = rebuild(st, int_arg(args, 1, "a storage offset"), ints_arg(args, 2, "a tensor size"),
+                         ints_arg(args, 3, "a tensor stride"));
+        set_requires_grad(t, int_arg(args, 4, "requires_grad") != 0);
+        nodes_[push(kind::tensor)].tensor = std::move(t);
+        return;
+      }
       case global_id::rebuild_parameter:
       case global_id::rebuild_parameter_with_state: {
         // (data, requires_grad, backward_hooks[, state]): a Parameter is its tensor here.
@@ -516,6 +540,7 @@ private:
         if (arg(args, 1).k != kind::str) fail("restore_type_tag's type must be a str");
         return push_index(nodes_[args].items[0]);
       case global_id::storage_type:
+      case global_id::untyped_storage:
       case global_id::dtype_name: break;
     }
     fail(fmt::format("{} of {}: it is only valid inside a persistent id", op, global_name(g)));
@@ -545,6 +570,16 @@ private:
     if (!c10::isFloatingType(t.scalar_type()) && !c10::isComplexType(t.scalar_type()))
       fail(fmt::format("only floating-point and complex tensors can require grad, not {}", c10::toString(t.scalar_type())));
     t.requires_grad_(true);
+  }
+
+  // The element count of storage `st` (of bytes, or of one dtype) seen as `dtype`.
+  std::int64_t retype(const node& st, torch::Dtype dtype) {
+    const auto from = static_cast<std::int64_t>(c10::elementSize(st.dtype));
+    const auto to = static_cast<std::int64_t>(c10::elementSize(dtype));
+    const std::int64_t bytes = st.i * from;
+    if (bytes % to != 0)
+      fail(fmt::format("storage '{}' of {} bytes does not hold whole {} elements", st.owned, bytes, c10::toString(dtype)));
+    return bytes / to;
   }
 
   // A tensor over a storage; every index it can reach must lie inside the storage.
@@ -585,7 +620,7 @@ private:
     if (t.k != kind::tuple || t.items.size() != 5 || arg(pid, 0).k != kind::str || arg(pid, 0).sv() != "storage")
       fail("persistent id is not a ('storage', type, key, location, numel) tuple");
     auto& type = arg(pid, 1);
-    if (type.k != kind::global || type.g != global_id::storage_type)
+    if (type.k != kind::global || (type.g != global_id::storage_type && type.g != global_id::untyped_storage))
       fail("persistent id does not name a torch storage type");
     if (arg(pid, 2).k != kind::str || arg(pid, 3).k != kind::str)
       fail("persistent id's storage key and location must be strings");

@@ -130,12 +130,23 @@ private:
     else if (v.is_float()) floating(v.as_number());
     else if (v.is_string()) text(v.as_string());
     else if (v.is_bytes()) {
-      // BINBYTES (protocol 3) reads back as bytes in every Python 3 unpickler.
+      // As Python's protocol 2 writes bytes: _codecs.encode(<latin-1 text>, 'latin1'), which
+      // torch.load's weights_only unpickler accepts (it refuses protocol 3's BINBYTES).
       auto& b = std::get<value::bytes>(v.raw()).data;
-      if (b.size() > 0xFFFFFFFFu) fail("bytes longer than 4 GiB cannot be pickled");
-      out_ += 'B';
-      u32(static_cast<std::uint32_t>(b.size()));
-      out_ += b;
+      std::string latin1;
+      latin1.reserve(b.size());
+      for (unsigned char c : b) {
+        if (c < 0x80) {
+          latin1 += static_cast<char>(c);
+        } else {
+          latin1 += static_cast<char>(0xC0 | (c >> 6));
+          latin1 += static_cast<char>(0x80 | (c & 0x3F));
+        }
+      }
+      global("_codecs", "encode");
+      text(latin1);
+      text("latin1");
+      out_ += "\x86R";  // TUPLE2, REDUCE
     } else if (v.is_tensor()) tensor(v.as_tensor());
     else if (v.is_sequence()) sequence_of(v.as_sequence());
     else if (v.is_dict()) dict_of(v.as_dict());
@@ -185,8 +196,13 @@ private:
   void tensor(torch::Tensor t) {
     if (!t.defined()) { out_ += 'N'; return; }
     if (t.layout() != torch::kStrided) fail(fmt::format("a tensor of layout {} cannot be saved; only strided (dense) tensors can", c10::str(t.layout())));
+    // Dtypes with a legacy storage class are written as PyTorch 1.x and 2.x write them
+    // (_rebuild_tensor_v2 over a typed storage); the 2.x-only dtypes (uint16, float8, ...) as
+    // PyTorch 2.x does (_rebuild_tensor_v3 over an untyped storage, naming the dtype).
     auto type = storage_type_name(t.scalar_type());
-    if (!type) fail(fmt::format("dtype {} has no torch storage type graft can write", c10::toString(t.scalar_type())));
+    auto python = find_dtype(t.scalar_type());
+    if (!type && !python)
+      fail(fmt::format("dtype {} has no torch storage type graft can write", c10::toString(t.scalar_type())));
     if (!t.device().is_cpu()) t = t.cpu();
     if (t.is_conj()) t = t.resolve_conj();
     if (t.is_neg()) t = t.resolve_neg();
@@ -196,19 +212,21 @@ private:
     if (fresh) storages_.push_back({std::to_string(storages_.size()), storage});
     const auto& key = storages_[it->second].key;
 
-    global("torch._utils", "_rebuild_tensor_v2");
+    global("torch._utils", type ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
     out_ += "((";
     text("storage");
-    global("torch", *type);
+    if (type) global("torch", *type);
+    else global("torch.storage", "UntypedStorage");
     text(key);
     text("cpu");
-    integer(static_cast<std::int64_t>(storage.nbytes()) / itemsize);
+    integer(static_cast<std::int64_t>(storage.nbytes()) / (type ? itemsize : 1));
     out_ += "tQ";
     integer(t.storage_offset());
     int_tuple(t.sizes());
     int_tuple(t.strides());
     out_ += t.requires_grad() ? '\x88' : '\x89';
     empty_ordered_dict();  // backward hooks
+    if (!type) global("torch", python->python);
     out_ += "tR";
   }
 

@@ -17,32 +17,24 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include <graft/detail/dtypes.hpp>
 #include <graft/error.hpp>
 #include <graft/formats/mapped_file.hpp>
 #include <graft/formats/safetensors/json.hpp>
 
 namespace graft::detail {
 
-/// One safetensors dtype code; `dtype` is empty for codes libtorch 1.13 cannot represent.
-struct safetensors_dtype {
-  std::string_view code;
-  std::optional<torch::Dtype> dtype;
-  std::size_t itemsize;
-};
-
-inline constexpr safetensors_dtype safetensors_dtypes[] = {
-    {"BOOL", torch::kBool, 1},    {"U8", torch::kUInt8, 1},     {"I8", torch::kInt8, 1},
-    {"I16", torch::kInt16, 2},    {"I32", torch::kInt32, 4},    {"I64", torch::kInt64, 8},
-    {"F16", torch::kFloat16, 2},  {"BF16", torch::kBFloat16, 2}, {"F32", torch::kFloat32, 4},
-    {"F64", torch::kFloat64, 8},  {"U16", std::nullopt, 2},     {"U32", std::nullopt, 4},
-    {"U64", std::nullopt, 8},     {"F8_E4M3", std::nullopt, 1}, {"F8_E5M2", std::nullopt, 1},
-};
+/// The entry of safetensors dtype `code` ("F32"), or nullptr if the format has no such code.
+inline const dtype_name* find_safetensors_dtype(std::string_view code) noexcept {
+  for (const auto& d : dtype_names)
+    if (!d.safetensors.empty() && d.safetensors == code) return &d;
+  return nullptr;
+}
 
 /// The safetensors code of a libtorch dtype, or an empty view if the format has none.
-inline std::string_view safetensors_code(torch::Dtype d) noexcept {
-  for (const auto& e : safetensors_dtypes)
-    if (e.dtype == d) return e.code;
-  return {};
+inline std::string_view safetensors_code(torch::Dtype dtype) noexcept {
+  auto d = find_dtype(dtype);
+  return d ? d->safetensors : std::string_view();
 }
 
 /// safetensors' own bound on the header (the reference reader refuses more), so a hostile
@@ -119,14 +111,16 @@ inline safetensors_header parse_safetensors_header(const mapped_file& f) {
     const auto& jd = e["dtype"];
     if (!jd.is_string()) bad(fmt::format("\"dtype\" is a JSON {}, not a string", jd.type_name()));
     const auto code = jd.get<std::string>();
-    auto known = std::find_if(std::begin(safetensors_dtypes), std::end(safetensors_dtypes),
-                              [&](const auto& d) { return d.code == code; });
-    if (known == std::end(safetensors_dtypes)) {
+    auto known = find_safetensors_dtype(code);
+    if (!known) {
       std::vector<std::string_view> codes;
-      for (const auto& d : safetensors_dtypes) codes.push_back(d.code);
+      for (const auto& d : dtype_names)
+        if (!d.safetensors.empty()) codes.push_back(d.safetensors);
       bad(fmt::format("unknown dtype '{}' (safetensors dtypes: {})", code, fmt::join(codes, ", ")));
     }
-    if (!known->dtype) bad(fmt::format("dtype {} has no libtorch 1.13 equivalent; convert it before saving", code));
+    if (!known->dtype)
+      bad(fmt::format("dtype {} (torch.{}) has no equivalent in libtorch {}; convert it before saving", code,
+                      known->python, torch_release));
 
     const auto& js = e["shape"];
     if (!js.is_array()) bad(fmt::format("\"shape\" is a JSON {}, not an array", js.type_name()));
