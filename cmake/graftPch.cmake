@@ -1,16 +1,27 @@
-# One precompiled header (torch and the standard library) shared by every test, example and
-# benchmark target: a translation unit that parses <torch/torch.h> costs ~20 s otherwise.
+# Build settings shared by graft's own tests, tutorials and benchmarks (never by users of
+# graft::graft): warnings, and one precompiled header of libtorch that every target reuses,
+# since a translation unit that parses <torch/torch.h> costs ~20 s otherwise.
+#
+# The precompiled header holds libtorch and nothing else: everything a graft header needs
+# beyond libtorch (fmt, range-v3, the standard library headers libtorch does not bring) must
+# be included by that header, or the header check (tests/headers) fails.
 if(NOT TARGET graft_pch)
   add_library(graft_pch STATIC "${PROJECT_SOURCE_DIR}/cmake/pch.cpp")
   target_link_libraries(graft_pch PUBLIC graft::graft)
-  target_compile_options(graft_pch PUBLIC -Wall -Wextra -Wno-unused-parameter)
-  target_precompile_headers(graft_pch PRIVATE
-    <torch/torch.h> <fmt/format.h> <fmt/ranges.h> <string> <vector> <memory> <unordered_map>
-    <map> <optional> <variant> <functional> <algorithm> <ranges>)
+  target_compile_options(graft_pch PUBLIC -Wall -Wextra -Wpedantic -Wno-unused-parameter)
+  if(GRAFT_WERROR)
+    target_compile_options(graft_pch PUBLIC -Werror)
+  endif()
+  if(GRAFT_PCH)
+    target_precompile_headers(graft_pch PRIVATE <torch/torch.h>)
+  endif()
 endif()
 
-# graft_use_pch(target): link graft and reuse the shared precompiled header.
+# graft_use_pch(target): link graft with graft's own warning flags, and reuse the shared
+# precompiled header.
 function(graft_use_pch target)
   target_link_libraries(${target} PRIVATE graft_pch)
-  target_precompile_headers(${target} REUSE_FROM graft_pch)
+  if(GRAFT_PCH)
+    target_precompile_headers(${target} REUSE_FROM graft_pch)
+  endif()
 endfunction()

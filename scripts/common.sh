@@ -1,18 +1,23 @@
-# Shared by scripts/test.sh and scripts/demo.sh: installs the Debian packages graft needs
-# (only those missing), then configures and builds with the given CMake preset.
+# Shared by graft's scripts: installs what is missing (Debian packages, and the Python
+# environments the tests use as oracles), then configures and builds a CMake preset.
 set -euo pipefail
 GRAFT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+# What building graft and its tutorials needs.
 GRAFT_PACKAGES=(
   build-essential cmake ninja-build pkg-config
-  libtorch-dev librange-v3-dev libfmt-dev catch2 libbenchmark-dev nlohmann-json3-dev
-  libcli11-dev zlib1g-dev libre2-dev libgloo-dev
-  python3-torch python3-torchvision dataset-fashion-mnist
+  libtorch-dev librange-v3-dev libfmt-dev nlohmann-json3-dev zlib1g-dev libre2-dev
+  dataset-fashion-mnist
+)
+# What the tests need besides: Catch2, graft-ckpt's CLI11, c10d's Gloo, and Python with torch
+# and torchvision as oracles (plus venv, for the environments below).
+GRAFT_TEST_PACKAGES=(
+  catch2 libcli11-dev libgloo-dev python3-torch python3-torchvision python3-venv
 )
 
 graft_install_packages() {
   local missing=()
-  for p in "${GRAFT_PACKAGES[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -eq 0 ]; then
@@ -24,6 +29,28 @@ graft_install_packages() {
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# Python environments under build/venv (made once, kept across builds):
+#   vision: Debian's Python with its torch 1.13 and torchvision 0.14, plus timm and safetensors;
+#   torch2: PyTorch 2.13.0 (its libtorch is what the torch2 preset builds against), safetensors.
+# Pinned versions only: an unpinned torch would fetch a multi-GB CUDA build.
+GRAFT_VENV="$GRAFT_ROOT/build/venv"
+graft_python_env() {
+  local name=$1 py=/usr/bin/python3
+  local env="$GRAFT_VENV/$name"
+  [ -x "$env/bin/python" ] && [ -e "$env/.graft-ready" ] && return
+  echo "graft: making the Python environment $env"
+  rm -rf "$env"
+  case "$name" in
+    vision)
+      "$py" -m venv --system-site-packages "$env"
+      "$env/bin/pip" install -q --no-deps timm==1.0.31 safetensors==0.8.0 ;;
+    torch2)
+      "$py" -m venv "$env"
+      "$env/bin/pip" install -q torch==2.13.0 safetensors==0.8.0 numpy ;;
+  esac
+  touch "$env/.graft-ready"
 }
 
 graft_build() {

@@ -1,7 +1,25 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds everything and runs every test with ctest.
+# Installs what is missing, then builds and runs graft's tests against two libtorch releases:
+#   default: Debian's libtorch 1.13, every test;
+#   torch2:  libtorch 2.13 from the PyTorch wheel, the core set (GRAFT_TEST_SET=core).
+# Arguments go to both ctest runs.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-graft_install_packages
-graft_build default
-cd "$GRAFT_ROOT"
-ctest --preset default "$@"
+graft_install_packages "${GRAFT_PACKAGES[@]}" "${GRAFT_TEST_PACKAGES[@]}"
+graft_python_env vision
+graft_python_env torch2
+
+summary=()
+for preset in default torch2; do
+  start=$SECONDS
+  graft_build "$preset"
+  built=$((SECONDS - start))
+  cd "$GRAFT_ROOT"
+  log="build/$preset/ctest-summary.log"
+  rc=0
+  ctest --preset "$preset" "$@" | tee "$log" || rc=$?
+  counted=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$log" | tail -1 || true)
+  torch=$(grep -m1 "^GRAFT_TORCH_VERSION:" "build/$preset/CMakeCache.txt" | cut -d= -f2 || true)
+  summary+=("libtorch ${torch:-?} ($preset): ${counted:-no test summary} (build ${built} s, tests $((SECONDS - start - built)) s)")
+  [ $rc -eq 0 ] || { printf 'graft: %s\n' "${summary[@]}"; exit $rc; }
+done
+printf 'graft: %s\n' "${summary[@]}"

@@ -33,12 +33,20 @@ private:
   std::filesystem::path path_;
 };
 
+/// The Python that runs `code`: GRAFT_PYTHON has the torch graft is built against;
+/// code that imports torchvision or timm runs with GRAFT_PYTHON_VISION instead, since PyPI's
+/// torchvision does not run beside every torch wheel (see tests/CMakeLists.txt).
+inline std::string python_for(const std::string& code) {
+  bool vision = code.find("torchvision") != std::string::npos || code.find("timm") != std::string::npos;
+  return vision ? GRAFT_PYTHON_VISION : GRAFT_PYTHON;
+}
+
 /// Runs `code` with the Python that has torch; returns its stdout. Throws if it exits non-zero.
 inline std::string run_python(const std::string& code) {
   scratch_dir dir;
   auto script = dir.file("oracle.py");
   std::ofstream(script) << code;
-  std::string cmd = std::string(GRAFT_PYTHON) + " " + script + " 2>&1";
+  std::string cmd = python_for(code) + " " + script + " 2>&1";
   std::string out;
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) throw std::runtime_error("cannot start " + cmd);
