@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""What including graft costs a user's compile: time and peak memory of one translation unit.
+
+    bench/compile_time.py [--torch-python PY] [--runs N] [--opt -O2]
+
+Compiles the units in bench/compile/ (no precompiled header, the flags CMake gives a user of
+graft::graft) N times each, one at a time, and prints median seconds, peak MiB and the ratio to
+the torch-only unit measured in the same run:
+
+    torch_only    a freeze loop, two param groups, SGD and StepLR by hand; libtorch only
+    include_only  the same, plus #include <graft/graft.hpp>
+    without_io    graft's freeze, param groups and cosine schedule, through their own headers
+    with_graft    the same plus read | strip_prefix | filter | merge of a Python checkpoint
+"""
+import argparse
+import json
+import os
+import pathlib
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = pathlib.Path(__file__).resolve().parent
+UNITS = ["torch_only", "include_only", "without_io", "with_graft"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--torch-python", default="", help="a Python whose torch holds the libtorch to use")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--opt", default="-O2")
+    args = ap.parse_args()
+
+    build = pathlib.Path(tempfile.mkdtemp(prefix="graft-compile-cost-"))
+    cfg = ["cmake", "-S", str(HERE / "compile"), "-B", str(build), "-G", "Ninja",
+           "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_CXX_FLAGS_RELEASE={args.opt}"]
+    if args.torch_python:
+        cfg.append(f"-DGRAFT_TORCH_PYTHON={args.torch_python}")
+    subprocess.run(cfg, check=True, stdout=subprocess.DEVNULL)
+    commands = {pathlib.Path(c["file"]).stem: c for c in json.loads((build / "compile_commands.json").read_text())}
+    version = next((l.split("=", 1)[1] for l in (build / "CMakeCache.txt").read_text().splitlines()
+                    if l.startswith("GRAFT_TORCH_VERSION:")), "?")
+
+    results = {}
+    for unit in UNITS:
+        c = commands[unit]
+        argv = shlex.split(c["command"])
+        times, mems = [], []
+        for _ in range(args.runs):
+            out = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + argv, cwd=c["directory"],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                print(out.stderr[-3000:], file=sys.stderr)
+                return 1
+            secs, kb = out.stderr.strip().splitlines()[-1].split()
+            times.append(float(secs))
+            mems.append(int(kb) / 1024)
+        results[unit] = (statistics.median(times), max(mems))
+        print(f"  {unit}: {results[unit][0]:.1f} s, {results[unit][1]:.0f} MiB", file=sys.stderr)
+
+    base_t, base_m = results["torch_only"]
+    print(f"\nlibtorch {version}, g++ {args.opt}, no precompiled header, median of {args.runs}\n")
+    print("| unit | seconds | peak MiB | time / torch-only | memory / torch-only |")
+    print("|---|---:|---:|---:|---:|")
+    for unit in UNITS:
+        t, m = results[unit]
+        print(f"| {unit} | {t:.1f} | {m:.0f} | {t / base_t:.2f}x | {m / base_m:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
