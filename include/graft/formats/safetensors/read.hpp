@@ -16,9 +16,11 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include <graft/detail/dtypes.hpp>
 #include <graft/error.hpp>
 #include <graft/formats/mapped_file.hpp>
 #include <graft/formats/safetensors/header.hpp>
@@ -46,17 +48,23 @@ inline dict safetensors_tensors(const std::shared_ptr<const mapped_file>& file, 
     const auto nbytes = t.end - t.begin;
     const auto itemsize = c10::elementSize(t.dtype);
     torch::Tensor tensor;
-    if (opts.mmap && nbytes > 0 && offset % itemsize == 0) {
-      std::vector<std::int64_t> strides(t.shape.size());
-      std::int64_t s = 1;
-      for (std::size_t i = t.shape.size(); i-- > 0;) {
-        strides[i] = s;
-        s *= t.shape[i];
+    try {
+      if (opts.mmap && nbytes > 0 && offset % itemsize == 0) {
+        std::vector<std::int64_t> strides(t.shape.size());
+        std::int64_t s = 1;
+        for (std::size_t i = t.shape.size(); i-- > 0;) {
+          strides[i] = s;
+          s *= t.shape[i];
+        }
+        tensor = mapped_file::view(file, offset, t.shape, strides, t.dtype);
+      } else {
+        tensor = torch::empty(t.shape, torch::TensorOptions().dtype(t.dtype));
+        if (nbytes) std::memcpy(tensor.data_ptr(), file->data() + offset, nbytes);
       }
-      tensor = mapped_file::view(file, offset, t.shape, strides, t.dtype);
-    } else {
-      tensor = torch::empty(t.shape, torch::TensorOptions().dtype(t.dtype));
-      if (nbytes) std::memcpy(tensor.data_ptr(), file->data() + offset, nbytes);
+    } catch (const c10::Error& e) {
+      // e.g. libtorch 2.x refuses an empty shape whose strides overflow ([0, 2^32, 2^32])
+      throw format_error(fmt::format("'{}': tensor '{}': shape [{}] is not a tensor libtorch {} can make: {}", file->path(),
+                                     t.name, fmt::join(t.shape, ", "), torch_release, e.what_without_backtrace()));
     }
     out.append(t.name, std::move(tensor));  // names are unique: parse_json_strict refuses repeats
   }
