@@ -11,3 +11,14 @@ struct NetImpl : torch::nn::Module {
   torch::Tensor forward(torch::Tensor x) { return fc(body->forward(x)); }
 };
 TORCH_MODULE(Net);
+
+// A few training steps on random data, stepping `sched` after each.
+template <class Optimizer, class Scheduler>
+void train_steps(Net& net, Optimizer& opt, Scheduler& sched, int steps) {
+  for (int step = 0; step < steps; ++step) {
+    opt.zero_grad();
+    torch::nn::functional::cross_entropy(net->forward(torch::randn({4, 1, 28, 28})), torch::tensor({0, 1, 2, 3})).backward();
+    opt.step();
+    sched.step();
+  }
+}

@@ -20,11 +20,6 @@ int main(int argc, char** argv) {
   groups.emplace_back(body, std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(0.01).momentum(0.9)));
   torch::optim::SGD opt(groups, torch::optim::SGDOptions(0.01));
   torch::optim::StepLR sched(opt, 10, 0.1);
-  for (int step = 0; step < 2; ++step) {
-    opt.zero_grad();
-    torch::nn::functional::cross_entropy(net->forward(torch::randn({4, 1, 28, 28})), torch::tensor({0, 1, 2, 3})).backward();
-    opt.step();
-    sched.step();
-  }
+  train_steps(net, opt, sched, 2);
   return 0;
 }

@@ -18,11 +18,6 @@ int main(int argc, char** argv) {
                     .build(torch::optim::SGDOptions(0.01).momentum(0.9));
   auto opt = groups.make_optimizer<torch::optim::SGD>(torch::optim::SGDOptions(0.01));
   graft::lr_scheduler sched(opt, graft::cosine_annealing{.t_max = 10});
-  for (int step = 0; step < 2; ++step) {
-    opt.zero_grad();
-    torch::nn::functional::cross_entropy(net->forward(torch::randn({4, 1, 28, 28})), torch::tensor({0, 1, 2, 3})).backward();
-    opt.step();
-    sched.step();
-  }
+  train_steps(net, opt, sched, 2);
   return 0;
 }

@@ -75,8 +75,8 @@ using g_and_bn = decltype("a"_glob & graft::of_type<torch::nn::BatchNorm2dImpl>)
 using g_minus_bn = decltype("a"_glob - graft::of_type<torch::nn::BatchNorm2dImpl>);
 using not_bn = decltype(!graft::of_type<torch::nn::BatchNorm2dImpl>);
 using not_g = decltype(!"a"_glob);
-using deep = decltype(("a"_glob | "b"_glob) & !(graft::ndim <= 1) - graft::bias);
-using deep_bn = decltype(("a"_glob | "b"_glob) & !(graft::ndim <= 1 | graft::is_buffer));
+using deep = decltype(("a"_glob | "b"_glob) & (!(graft::ndim <= 1) - graft::bias));
+using deep_bn = decltype(("a"_glob | "b"_glob) & !((graft::ndim <= 1) | graft::is_buffer));
 static_assert(need<g_and_g> == needs::name && graft::name_selector<g_and_g>);
 static_assert(need<not_g> == needs::name && graft::name_selector<not_g>);
 static_assert(need<g_and_ndim> == needs::tensor && graft::entry_selector<g_and_ndim> && !graft::name_selector<g_and_ndim>);
