@@ -48,8 +48,15 @@ public:
   std::vector<item>::iterator end() noexcept;
   void reserve(std::size_t n);
 
+  /// The module versions of a PyTorch state dict read from a file (its `_metadata`: module
+  /// prefix → version, "" for the root), which decide how PyTorch's load_state_dict treats an
+  /// old module's missing keys. Empty when the file has none (safetensors, a rebuilt dict).
+  const std::vector<std::pair<std::string, std::int64_t>>& module_versions() const noexcept { return versions_; }
+  void set_module_versions(std::vector<std::pair<std::string, std::int64_t>> v) { versions_ = std::move(v); }
+
 private:
   std::vector<item> items_;
+  std::vector<std::pair<std::string, std::int64_t>> versions_;
 };
 
 /// A list or a tuple.

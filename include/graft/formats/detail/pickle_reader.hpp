@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -41,10 +42,11 @@ enum class pickle_dialect : std::uint8_t {
 /// Parses one pickle (a zip record's bytes) into a graft::value.
 class unpickler {
 public:
-  /// `file` and `record` only name the input in error messages.
+  /// `file` and `record` only name the input in error messages, which give byte offsets
+  /// from `base` (the pickle's offset in `record`, for a pickle that is part of a stream).
   unpickler(std::string_view data, std::string_view file, std::string_view record, storage_loader load,
-            pickle_dialect dialect = pickle_dialect::torch_save)
-      : d_(reinterpret_cast<const unsigned char*>(data.data())), n_(data.size()), file_(file), record_(record),
+            pickle_dialect dialect = pickle_dialect::torch_save, std::size_t base = 0)
+      : d_(reinterpret_cast<const unsigned char*>(data.data())), n_(data.size()), base_(base), file_(file), record_(record),
         load_(std::move(load)), dialect_(dialect) {
     nodes_.reserve(n_ / 6 + 16);
     stack_.reserve(64);
@@ -54,11 +56,16 @@ public:
   /// (torchscript dialect) becomes the dict of its attributes.
   value run() { return to_value(parse(), 0); }
 
+  /// After run(): the bytes the pickle took, its STOP included (a stream of pickles, as the
+  /// legacy torch.save format is, goes on from there).
+  std::size_t consumed() const noexcept { return pos_; }
+
   /// For a TorchScript archive's data.pkl, whose root is a scripted module: runs the pickle and
   /// returns the module's attributes by dotted name, the attributes of an object held directly
   /// in an attribute (a submodule) under "<attribute>.<name>", in the pickle's (slot) order. An
-  /// attribute named `skip` (TorchScript's `training` flag) is left out at every level.
-  dict run_flattened(std::string_view skip) {
+  /// attribute named in `skip` (nn.Module's bookkeeping: `training`, `_is_full_backward_hook`)
+  /// is left out at every level.
+  dict run_flattened(std::initializer_list<std::string_view> skip) {
     auto root = parse();
     if (!nodes_[root].object)
       fail(fmt::format("the pickle holds a {}, not a TorchScript module", kind_name(nodes_[root].k)));
@@ -187,9 +194,15 @@ private:
             nodes_[obj].items = std::move(items);
             break;
           }
-          // Otherwise the state is an OrderedDict's _metadata, which graft::dict has no slot for.
+          // Otherwise the state is an OrderedDict's {'_metadata': {module: {'version': n}}}.
           if (nodes_[obj].k != kind::dict)
             fail(fmt::format("BUILD (setting object state) on a {} is not supported", kind_name(nodes_[obj].k)));
+          if (nodes_[state].k == kind::dict) {
+            const auto& items = nodes_[state].items;
+            for (std::size_t k = 0; k + 1 < items.size(); k += 2)
+              if (nodes_[items[k]].k == kind::str && nodes_[items[k]].sv() == "_metadata" && nodes_[items[k + 1]].k == kind::dict)
+                nodes_[obj].meta = items[k + 1];
+          }
           break;
         }
         case 'Q': persistent_id(); break;                                   // BINPERSID
@@ -217,6 +230,8 @@ private:
     global_id g = global_id::ordered_dict;
     torch::Dtype dtype = torch::kFloat;
     std::int64_t i = 0;  // int, bool, storage numel
+    std::int64_t off = 0;  // a storage view's first element in its storage (legacy view metadata)
+    std::uint32_t meta = std::numeric_limits<std::uint32_t>::max();  // a dict's _metadata dict
     double f = 0;
     std::string_view text;
     std::string owned;
@@ -237,7 +252,7 @@ private:
   }
 
   [[noreturn]] void fail(std::string_view what) const {
-    throw format_error(fmt::format("'{}': {} (byte {} of {})", file_, what, at_, record_));
+    throw format_error(fmt::format("'{}': {} (byte {} of {})", file_, what, base_ + at_, record_));
   }
 
   void need(std::size_t k, std::string_view op) const {
@@ -502,6 +517,8 @@ private:
         if (!known->dtype)
           fail(fmt::format("tensor of dtype {}, which libtorch {} cannot represent", dt.sv(), torch_release));
         st.i = retype(st, *known->dtype);
+        st.off = st.off * static_cast<std::int64_t>(c10::elementSize(st.dtype)) /
+                 static_cast<std::int64_t>(c10::elementSize(*known->dtype));
         st.dtype = *known->dtype;
         auto t = rebuild(st, int_arg(args, 1, "a storage offset"), ints_arg(args, 2, "a tensor size"),
                          ints_arg(args, 3, "a tensor stride"));
@@ -577,7 +594,7 @@ private:
     const auto from = static_cast<std::int64_t>(c10::elementSize(st.dtype));
     const auto to = static_cast<std::int64_t>(c10::elementSize(dtype));
     const std::int64_t bytes = st.i * from;
-    if (bytes % to != 0)
+    if (bytes % to != 0 || st.off * from % to != 0)
       fail(fmt::format("storage '{}' of {} bytes does not hold whole {} elements", st.owned, bytes, c10::toString(dtype)));
     return bytes / to;
   }
@@ -608,7 +625,7 @@ private:
       fail(fmt::format("tensor of size [{}], stride [{}] at offset {} reaches past its storage '{}' of {} elements",
                        fmt::join(sizes, ", "), fmt::join(strides, ", "), offset, st.owned, st.i));
     try {
-      return torch::empty({0}, torch::TensorOptions().dtype(st.dtype)).set_(st.storage, offset, sizes, strides);
+      return torch::empty({0}, torch::TensorOptions().dtype(st.dtype)).set_(st.storage, st.off + offset, sizes, strides);
     } catch (const c10::Error& e) {
       fail(fmt::format("cannot rebuild a tensor: {}", e.what_without_backtrace()));
     }
@@ -617,8 +634,11 @@ private:
   void persistent_id() {
     auto pid = pop();
     auto& t = nodes_[pid];
-    if (t.k != kind::tuple || t.items.size() != 5 || arg(pid, 0).k != kind::str || arg(pid, 0).sv() != "storage")
-      fail("persistent id is not a ('storage', type, key, location, numel) tuple");
+    // torch.save's zip format: ('storage', type, key, location, numel); its legacy format adds
+    // view metadata, None or (view_key, offset, numel) of a part of the storage.
+    if (t.k != kind::tuple || (t.items.size() != 5 && t.items.size() != 6) || arg(pid, 0).k != kind::str ||
+        arg(pid, 0).sv() != "storage")
+      fail("persistent id is not a ('storage', type, key, location, numel[, view]) tuple");
     auto& type = arg(pid, 1);
     if (type.k != kind::global || (type.g != global_id::storage_type && type.g != global_id::untyped_storage))
       fail("persistent id does not name a torch storage type");
@@ -629,14 +649,27 @@ private:
     auto dtype = type.dtype;
     std::string key(arg(pid, 2).sv());
     auto storage = load_(key, dtype, numel, at_);
+    std::int64_t off = 0;
+    if (t.items.size() == 6 && arg(pid, 5).k != kind::none) {
+      const auto view = nodes_[pid].items[5];
+      if (nodes_[view].k != kind::tuple || nodes_[view].items.size() != 3 || arg(view, 0).k != kind::str)
+        fail("a storage's view metadata is not a (view_key, offset, numel) tuple");
+      off = int_arg(view, 1, "a storage view's offset");
+      const auto size = int_arg(view, 2, "a storage view's size");
+      if (off < 0 || size < 0 || off > numel || size > numel - off)
+        fail(fmt::format("view '{}' of elements [{}, {}) lies outside its storage '{}' of {} elements", arg(view, 0).sv(), off,
+                         off + size, key, numel));
+      numel = size;
+    }
     auto i = push(kind::storage);
     nodes_[i].storage = std::move(storage);
     nodes_[i].dtype = dtype;
     nodes_[i].i = numel;
+    nodes_[i].off = off;
     nodes_[i].owned = std::move(key);
   }
 
-  void flatten(std::uint32_t obj, std::string_view skip, std::string& prefix, std::unordered_set<std::string>& seen, dict& out,
+  void flatten(std::uint32_t obj, std::initializer_list<std::string_view> skip, std::string& prefix, std::unordered_set<std::string>& seen, dict& out,
                int depth) {
     if (depth > max_depth) fail(fmt::format("objects nest deeper than {} levels (or contain themselves)", max_depth));
     if (++built_ > max_built())
@@ -646,7 +679,7 @@ private:
       const node& key = nodes_[items[k]];
       if (key.k != kind::str)
         fail(fmt::format("an attribute name of TorchScript object {} is a {}, not a str", nodes_[obj].owned, kind_name(key.k)));
-      if (key.sv() == skip) continue;
+      if (std::find(skip.begin(), skip.end(), key.sv()) != skip.end()) continue;
       const auto size = prefix.size();
       prefix += key.sv();
       count_text(prefix.size());
@@ -690,18 +723,39 @@ private:
         d.reserve(n.items.size() / 2);
         for (std::size_t k = 0; k + 1 < nodes_[i].items.size(); k += 2)
           d.append(to_value(nodes_[i].items[k], depth + 1), to_value(nodes_[i].items[k + 1], depth + 1));
+        if (nodes_[i].meta != no_entry) d.set_module_versions(module_versions(nodes_[i].meta));
         return value(std::move(d));
       }
       case kind::storage:  // a storage saved on its own reads as a 1-D tensor of its elements
-        return value(torch::empty({0}, torch::TensorOptions().dtype(n.dtype)).set_(n.storage, 0, {n.i}, {1}));
+        return value(torch::empty({0}, torch::TensorOptions().dtype(n.dtype)).set_(n.storage, n.off, {n.i}, {1}));
       case kind::global: break;
     }
     fail(fmt::format("the pickle returns the global {} itself", global_name(n.g)));
   }
 
+  // A state dict's _metadata ({module prefix: {'version': n, ...}}) as prefix → version;
+  // entries without an integer version are left out.
+  std::vector<std::pair<std::string, std::int64_t>> module_versions(std::uint32_t meta) {
+    std::vector<std::pair<std::string, std::int64_t>> out;
+    const auto& items = nodes_[meta].items;
+    for (std::size_t k = 0; k + 1 < items.size(); k += 2) {
+      const node& prefix = nodes_[items[k]];
+      const node& info = nodes_[items[k + 1]];
+      if (prefix.k != kind::str || info.k != kind::dict) continue;
+      for (std::size_t j = 0; j + 1 < info.items.size(); j += 2)
+        if (nodes_[info.items[j]].k == kind::str && nodes_[info.items[j]].sv() == "version" &&
+            nodes_[info.items[j + 1]].k == kind::integer) {
+          count_text(prefix.sv().size());
+          out.emplace_back(std::string(prefix.sv()), nodes_[info.items[j + 1]].i);
+        }
+    }
+    return out;
+  }
+
   const unsigned char* d_;
   std::size_t n_;
   std::size_t pos_ = 0, at_ = 0;
+  std::size_t base_ = 0;
   std::string_view file_, record_;
   storage_loader load_;
   pickle_dialect dialect_;

@@ -23,12 +23,18 @@ namespace graft::detail {
 struct storage_record {
   std::string key;
   c10::Storage storage;
+  std::int64_t numel;  ///< the element count its persistent id gives
 };
 
 /// Pickles one graft::value. `file` names the destination in error messages.
 class pickler {
 public:
   explicit pickler(std::string_view file) : file_(file) { out_.reserve(1 << 12); }
+  /// For torch.save's legacy format: persistent ids carry view metadata (None), and dtypes
+  /// without a legacy storage class are refused.
+  struct legacy_t {};
+  static constexpr legacy_t legacy{};
+  pickler(std::string_view file, legacy_t) : pickler(file) { legacy_ = true; }
 
   /// Pickles `v` whole: PROTO 2 ... STOP.
   void dump(const value& v) {
@@ -203,13 +209,17 @@ private:
     auto python = find_dtype(t.scalar_type());
     if (!type && !python)
       fail(fmt::format("dtype {} has no torch storage type graft can write", c10::toString(t.scalar_type())));
+    if (!type && legacy_)
+      fail(fmt::format("dtype {} has no legacy storage class, so torch.save's legacy format cannot hold it; save in "
+                       "the zip format", c10::toString(t.scalar_type())));
     if (!t.device().is_cpu()) t = t.cpu();
     if (t.is_conj()) t = t.resolve_conj();
     if (t.is_neg()) t = t.resolve_neg();
     const auto itemsize = static_cast<std::int64_t>(t.element_size());
     auto storage = t.storage();
     auto [it, fresh] = keys_.try_emplace(storage.unsafeGetStorageImpl(), storages_.size());
-    if (fresh) storages_.push_back({std::to_string(storages_.size()), storage});
+    const std::int64_t numel = static_cast<std::int64_t>(storage.nbytes()) / (type ? itemsize : 1);
+    if (fresh) storages_.push_back({std::to_string(storages_.size()), storage, numel});
     const auto& key = storages_[it->second].key;
 
     global("torch._utils", type ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
@@ -219,8 +229,8 @@ private:
     else global("torch.storage", "UntypedStorage");
     text(key);
     text("cpu");
-    integer(static_cast<std::int64_t>(storage.nbytes()) / (type ? itemsize : 1));
-    out_ += "tQ";
+    integer(numel);
+    out_ += legacy_ ? "NtQ" : "tQ";
     integer(t.storage_offset());
     int_tuple(t.sizes());
     int_tuple(t.strides());
@@ -231,6 +241,7 @@ private:
   }
 
   std::string_view file_;
+  bool legacy_ = false;
   std::string out_;
   std::string path_;
   std::unordered_map<std::string, std::uint32_t> memo_;

@@ -1,6 +1,6 @@
 #pragma once
-// Reading Python torch.save files (the zip format, PyTorch >= 1.6) into a graft::value tree,
-// with tensors viewing the memory-mapped file.
+// Reading Python torch.save files into a graft::value tree: the zip format (PyTorch >= 1.6)
+// with tensors viewing the memory-mapped file, and the legacy format (torch_save/legacy.hpp).
 
 #include <cstdint>
 #include <cstring>
@@ -17,6 +17,7 @@
 #include <graft/error.hpp>
 #include <graft/formats/detail/pickle_reader.hpp>
 #include <graft/formats/mapped_file.hpp>
+#include <graft/formats/torch_save/legacy.hpp>
 #include <graft/formats/zip.hpp>
 #include <graft/state_dict/value.hpp>
 
@@ -38,13 +39,6 @@ inline const zip_record* find_pickle_record(const zip_archive& zip) noexcept {
     if (r.name.ends_with("/data.pkl") && slash == r.name.size() - 9) return &r;
   }
   return zip.find("data.pkl");
-}
-
-// torch.save before 1.6 wrote a bare pickle stream that starts with this magic number.
-inline bool is_legacy_torch_save(const mapped_file& f) noexcept {
-  static constexpr unsigned char magic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
-                                            0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
-  return f.size() >= sizeof magic && std::memcmp(f.data(), magic, sizeof magic) == 0;
 }
 
 /// The storages a pickle's persistent ids name, read from "<prefix>data/<key>" records: a
@@ -87,10 +81,6 @@ struct zip_storage_loader {
 
 inline value read_torch_save_zip(const std::shared_ptr<const mapped_file>& file, const torch_save_options& opts) {
   const auto& path = file->path();
-  if (is_legacy_torch_save(*file))
-    throw format_error(fmt::format("'{}' is a legacy (PyTorch < 1.6) torch.save file, which graft does not read; "
-                                   "load and save it again in Python with torch.save(obj, path)",
-                                   path));
   zip_archive zip(*file);
   const zip_record* pkl = find_pickle_record(zip);
   if (!pkl) zip.fail("no '<archive>/data.pkl' record: not a torch.save file");
@@ -127,8 +117,9 @@ inline bool is_torch_save_file(const mapped_file& file) noexcept {
   }
 }
 
-/// Reads an already-mapped torch.save file; tensors may keep the mapping alive.
+/// Reads an already-mapped torch.save file, of either format; tensors may keep the mapping alive.
 inline value read_torch_save(const std::shared_ptr<const mapped_file>& file, const torch_save_options& opts = {}) {
+  if (is_legacy_torch_save_file(*file)) return read_torch_save_legacy(file);
   try {
     return detail::read_torch_save_zip(file, opts);
   } catch (const graft::error&) {
@@ -140,7 +131,8 @@ inline value read_torch_save(const std::shared_ptr<const mapped_file>& file, con
   }
 }
 
-/// Reads the Python torch.save file at `path` (torch.load's zip format) into an object tree: a
+/// Reads the Python torch.save file at `path` into an object tree (the zip format, or the legacy
+/// format of PyTorch < 1.6 read as read_torch_save_legacy does): a
 /// state dict becomes a dict of key → Tensor, a training checkpoint nested dicts. Tensors that
 /// share a storage in the file share memory. Throws io_error if the file cannot be opened and
 /// format_error, naming the file and the offending record or pickle byte, if it is malformed.
