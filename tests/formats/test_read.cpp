@@ -67,7 +67,7 @@ TEST_CASE("a file that is no checkpoint is refused by name", "[formats]") {
   auto p = dir.file("notes.txt");
   std::ofstream(p) << "hello world";
   CHECK_THROWS_WITH(graft::read(p) | graft::collect(),
-                    "[graft.format] '" + p + "' is not a checkpoint graft can read (a torch.save zip, safetensors, or a "
+                    "[graft.format] '" + p + "' is not a checkpoint graft can read (a torch.save file, safetensors, or a "
                     "libtorch archive); its first bytes are 68 65 6c 6c 6f 20 77 6f (11 bytes in all)");
   CHECK_THROWS_AS(graft::read(dir.file("absent.pt")) | graft::collect(), graft::io_error);
 }

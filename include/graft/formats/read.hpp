@@ -1,10 +1,11 @@
 #pragma once
 // read(path): a checkpoint of any format graft knows, as a pipeline source. The format comes
-// from the file's bytes, not its name: a Python torch.save zip, a safetensors file (or a
-// sharded checkpoint's *.safetensors.index.json), or a libtorch archive. save(path) is the
-// matching sink.
+// from the file's bytes, not its name: a Python torch.save file (zip or legacy), a safetensors
+// file, a sharded checkpoint's index (*.safetensors.index.json, pytorch_model.bin.index.json),
+// a libtorch archive, or a Hugging Face model folder. save(path) is the matching sink.
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -12,8 +13,10 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <graft/error.hpp>
+#include <graft/formats/detail/shards.hpp>
 #include <graft/formats/libtorch_archive.hpp>
 #include <graft/formats/mapped_file.hpp>
 #include <graft/formats/safetensors.hpp>
@@ -24,7 +27,14 @@
 namespace graft {
 
 /// The checkpoint formats graft reads and writes.
-enum class checkpoint_format { torch_save, safetensors, safetensors_index, libtorch_archive };
+enum class checkpoint_format {
+  torch_save,         ///< Python's torch.save, the zip format of PyTorch >= 1.6
+  safetensors,        ///< one safetensors file
+  safetensors_index,  ///< a sharded safetensors checkpoint's model.safetensors.index.json
+  libtorch_archive,   ///< a libtorch OutputArchive (torch::save), a TorchScript zip
+  torch_save_legacy,  ///< torch.save's legacy format (PyTorch < 1.6, _use_new_zipfile_serialization=False)
+  torch_save_index,   ///< a sharded torch.save checkpoint's pytorch_model.bin.index.json
+};
 
 constexpr std::string_view to_string(checkpoint_format f) noexcept {
   switch (f) {
@@ -32,6 +42,8 @@ constexpr std::string_view to_string(checkpoint_format f) noexcept {
     case checkpoint_format::safetensors: return "safetensors";
     case checkpoint_format::safetensors_index: return "safetensors (sharded)";
     case checkpoint_format::libtorch_archive: return "libtorch archive";
+    case checkpoint_format::torch_save_legacy: return "torch.save (legacy)";
+    case checkpoint_format::torch_save_index: return "torch.save (sharded)";
   }
   return "unknown";
 }
@@ -40,35 +52,87 @@ namespace detail {
 inline bool is_zip(const mapped_file& f) noexcept { return f.size() >= 4 && f.bytes(0, 4) == std::string_view("PK\x03\x04", 4); }
 
 inline checkpoint_format detect_format(const std::string& path, const mapped_file& f) {
+  if (is_legacy_torch_save_file(f)) return checkpoint_format::torch_save_legacy;
   if (is_torch_save_file(f)) return checkpoint_format::torch_save;
   if (is_safetensors_file(f)) return checkpoint_format::safetensors;
   if (is_zip(f)) return checkpoint_format::libtorch_archive;  // TorchScript zips (constants.pkl)
-  if (f.size() >= 2 && static_cast<unsigned char>(f.bytes(0, 1)[0]) == 0x80)
-    throw format_error(fmt::format("'{}' is a legacy (pre-1.6) torch.save file, a bare pickle; re-save it with "
-                                   "torch.save(obj, path) from PyTorch 1.6 or later, which writes the zip format",
+  if (is_torch_save_tar(f))
+    throw format_error(fmt::format("'{}' is a tar archive, the torch.save format of PyTorch 0.1 and 0.2 (members sys_info, "
+                                   "pickle, storages, tensors), which graft does not read; load it with torch.load and save it "
+                                   "again with torch.save(obj, path)",
                                    path));
+  if (f.size() >= 9 && f.bytes(8, 1) == "{") {
+    const auto n = read_le64(f.data());
+    if (n > f.size() - 8)
+      throw format_error(fmt::format("'{}' looks like a truncated safetensors file: its header claims {} bytes, but only {} "
+                                     "follow the 8-byte length",
+                                     path, n, f.size() - 8));
+  }
+  if (f.size() >= 2 && static_cast<unsigned char>(f.bytes(0, 1)[0]) == 0x80)
+    throw format_error(fmt::format("'{}' is a pickle but not a torch.save file (no torch.save magic number, not a zip)", path));
   std::string head;
   for (std::size_t i = 0; i < f.size() && i < 8; ++i) head += fmt::format("{:02x} ", static_cast<unsigned char>(f.bytes(i, 1)[0]));
-  throw format_error(fmt::format("'{}' is not a checkpoint graft can read (a torch.save zip, safetensors, or a libtorch "
+  throw format_error(fmt::format("'{}' is not a checkpoint graft can read (a torch.save file, safetensors, or a libtorch "
                                  "archive); its first bytes are {}({} bytes in all)",
                                  path, head, f.size()));
 }
-} // namespace detail
 
-/// Detects the format of the checkpoint at `path` from its bytes.
-inline checkpoint_format detect_format(const std::string& path) {
-  if (path.ends_with(".json")) return checkpoint_format::safetensors_index;
-  return detail::detect_format(path, *mapped_file::open(path));
+// The checkpoint a Hugging Face model folder holds, in the order transformers prefers them.
+inline std::string resolve_checkpoint_path(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(path, ec)) return path;
+  static constexpr std::string_view names[] = {"model.safetensors.index.json", "model.safetensors",
+                                               "pytorch_model.bin.index.json", "pytorch_model.bin"};
+  for (auto name : names) {
+    auto p = (std::filesystem::path(path) / name).string();
+    if (std::filesystem::is_regular_file(p, ec)) return p;
+  }
+  throw io_error(fmt::format("folder '{}' holds no checkpoint graft knows by name (looked for {})", path, fmt::join(names, ", ")));
 }
 
-/// Reads the checkpoint at `path`, of any format graft knows, as an object tree.
+// A sharded index: the format of the shards it names (by the first shard's name).
+inline checkpoint_format index_format(const std::string& path) {
+  auto index = parse_shard_index(path);
+  bool safetensors = index.weight_map.empty() || index.weight_map.front().second.ends_with(".safetensors");
+  return safetensors ? checkpoint_format::safetensors_index : checkpoint_format::torch_save_index;
+}
+
+// One shard of a sharded torch.save checkpoint: a flat dict of name → tensor.
+inline dict read_torch_save_shard(const std::string& path) {
+  value v = read_torch_save(mapped_file::open(path));
+  if (!v.is_dict()) fail_format(path, fmt::format("a shard holds a {}, not a dict of tensors", v.type_name()));
+  for (auto& [k, t] : v.as_dict()) {
+    if (!k.is_string()) fail_format(path, fmt::format("a shard's key is a {}, not a str", k.type_name()));
+    if (!t.is_tensor()) fail_format(path, fmt::format("shard entry '{}' is a {}, not a tensor", k.as_string(), t.type_name()));
+  }
+  return std::move(v.as_dict());
+}
+} // namespace detail
+
+/// Detects the format of the checkpoint at `path` from its bytes (an index ".json" from the
+/// shards it names; a folder from the checkpoint file it holds).
+inline checkpoint_format detect_format(const std::string& path) {
+  auto file = detail::resolve_checkpoint_path(path);
+  if (file.ends_with(".json")) return detail::index_format(file);
+  return detail::detect_format(file, *mapped_file::open(file));
+}
+
+/// Reads the checkpoint at `path`, of any format graft knows, as an object tree. `path` may be
+/// a sharded checkpoint's index (either kind of shard) or a Hugging Face model folder, read
+/// through the first of model.safetensors.index.json, model.safetensors,
+/// pytorch_model.bin.index.json, pytorch_model.bin it holds.
 inline value read_value(const std::string& path) {
-  if (path.ends_with(".json")) return read_safetensors(path);
-  auto file = mapped_file::open(path);
-  switch (detail::detect_format(path, *file)) {
-    case checkpoint_format::torch_save: return read_torch_save(file);
+  auto resolved = detail::resolve_checkpoint_path(path);
+  if (resolved.ends_with(".json")) {
+    if (detail::index_format(resolved) == checkpoint_format::safetensors_index) return read_safetensors(resolved);
+    return detail::rethrow_as_format_error(resolved, [&] { return detail::read_sharded(resolved, detail::read_torch_save_shard); });
+  }
+  auto file = mapped_file::open(resolved);
+  switch (detail::detect_format(resolved, *file)) {
+    case checkpoint_format::torch_save:
+    case checkpoint_format::torch_save_legacy: return read_torch_save(file);
     case checkpoint_format::safetensors: return read_safetensors(file);
-    default: return read_libtorch_archive(path);
+    default: return read_libtorch_archive(resolved);
   }
 }
 
@@ -95,6 +159,7 @@ inline file_source read(std::string path) { return file_source(std::move(path));
 inline void save(const state_dict& sd, const std::string& path, checkpoint_format format) {
   switch (format) {
     case checkpoint_format::torch_save: write_torch_save(path, sd.to_value()); return;
+    case checkpoint_format::torch_save_legacy: write_torch_save_legacy(path, sd.to_value()); return;
     case checkpoint_format::safetensors: {
       std::vector<std::pair<std::string, torch::Tensor>> tensors;
       tensors.reserve(sd.size());
@@ -108,7 +173,8 @@ inline void save(const state_dict& sd, const std::string& path, checkpoint_forma
       write_libtorch_archive(path, d);
       return;
     }
-    case checkpoint_format::safetensors_index: break;
+    case checkpoint_format::safetensors_index:
+    case checkpoint_format::torch_save_index: break;
   }
   throw option_error(fmt::format("cannot save '{}' as {}: write the shards as safetensors files", path, to_string(format)));
 }

@@ -24,6 +24,7 @@
 #include <graft/error.hpp>
 #include <graft/formats/mapped_file.hpp>
 #include <graft/formats/safetensors/header.hpp>
+#include <graft/formats/detail/shards.hpp>
 #include <graft/formats/safetensors/json.hpp>
 #include <graft/state_dict/value.hpp>
 
@@ -71,10 +72,6 @@ inline dict safetensors_tensors(const std::shared_ptr<const mapped_file>& file, 
   return out;
 }
 
-[[noreturn]] inline void fail_format(const std::string& path, std::string_view what) {
-  throw format_error(fmt::format("'{}': {}", path, what));
-}
-
 template <class F>
 decltype(auto) rethrow_as_format_error(const std::string& path, F&& f) {
   try {
@@ -91,83 +88,12 @@ decltype(auto) rethrow_as_format_error(const std::string& path, F&& f) {
 /// Whether `path` names a sharded checkpoint's index rather than a safetensors file.
 inline bool is_safetensors_index_path(std::string_view path) noexcept { return path.ends_with(".json"); }
 
-/// The parsed index of a sharded checkpoint: its JSON and the weight map in written order.
-struct safetensors_index {
-  nlohmann::ordered_json json;
-  std::vector<std::pair<std::string, std::string>> weight_map;  ///< tensor name → shard file name
-};
-
-inline safetensors_index parse_safetensors_index(const std::string& path) {
-  auto file = mapped_file::open(path);
-  if (file->size() > safetensors_max_header)
-    fail_format(path, fmt::format("{} bytes is too large for a safetensors index (the limit is {})", file->size(), safetensors_max_header));
-  safetensors_index index;
-  index.json = parse_json_strict(file->bytes(0, file->size()), path, 0);
-  if (!index.json.is_object()) fail_format(path, fmt::format("the index is a JSON {}, not an object", index.json.type_name()));
-  if (!index.json.contains("weight_map")) fail_format(path, "the index has no \"weight_map\"");
-  const auto& map = index.json["weight_map"];
-  if (!map.is_object()) fail_format(path, fmt::format("\"weight_map\" is a JSON {}, not an object of tensor name → shard file", map.type_name()));
-  if (index.json.contains("metadata") && !index.json["metadata"].is_object())
-    fail_format(path, fmt::format("\"metadata\" is a JSON {}, not an object", index.json["metadata"].type_name()));
-  for (const auto& [name, shard] : map.items()) {
-    if (!shard.is_string()) fail_format(path, fmt::format("\"weight_map\" puts tensor '{}' in a JSON {}, not a shard file name", name, shard.type_name()));
-    auto s = shard.get<std::string>();
-    // Shards live beside the index; a path would let an index reach any file on the machine.
-    if (s.empty() || s.find('/') != std::string::npos || s == "." || s == "..")
-      fail_format(path, fmt::format("\"weight_map\" puts tensor '{}' in '{}', which is not a file name in the index's folder", name, s));
-    index.weight_map.emplace_back(name, std::move(s));
-  }
-  return index;
-}
-
-// GCC 12 warns that the moved-from graft::value in dict::append may be uninitialized when it
-// inlines std::variant's visit over every alternative; a known false positive.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 inline value read_safetensors_sharded(const std::string& path, const safetensors_options& opts) {
-  auto index = parse_safetensors_index(path);
-  const auto dir = std::filesystem::path(path).parent_path();
-
-  std::unordered_map<std::string_view, const std::string*> shard_of;  // tensor → shard the index names
-  std::vector<std::string_view> shards;                                // in order of first mention
-  for (const auto& [name, shard] : index.weight_map) {
-    shard_of.emplace(name, &shard);
-    if (std::find(shards.begin(), shards.end(), shard) == shards.end()) shards.push_back(shard);
-  }
-
-  std::unordered_map<std::string_view, const value*> found;
-  found.reserve(index.weight_map.size());
-  std::vector<dict> keep;  // owns the keys `found` points into until the result is built
-  keep.reserve(shards.size());
-  for (auto shard : shards) {
-    auto shard_path = (dir / shard).string();
-    auto file = mapped_file::open(shard_path);
-    auto h = parse_safetensors_header(*file);
-    keep.push_back(safetensors_tensors(file, h, opts));
-    for (auto& [k, v] : keep.back()) {
-      const auto& name = k.as_string();
-      auto it = shard_of.find(name);
-      if (it == shard_of.end())
-        fail_format(path, fmt::format("shard '{}' holds tensor '{}', which \"weight_map\" does not list", shard, name));
-      if (*it->second != shard)
-        fail_format(path, fmt::format("tensor '{}' is in shard '{}', but \"weight_map\" puts it in '{}'", name, shard, *it->second));
-      found.emplace(name, &v);
-    }
-  }
-  dict out;
-  out.reserve(index.weight_map.size());
-  for (const auto& [name, shard] : index.weight_map) {
-    auto it = found.find(name);
-    if (it == found.end()) fail_format(path, fmt::format("tensor '{}' is missing: \"weight_map\" puts it in '{}', which does not hold it", name, shard));
-    out.append(name, *it->second);
-  }
-  return out;
+  return read_sharded(path, [&](const std::string& shard) {
+    auto file = mapped_file::open(shard);
+    return safetensors_tensors(file, parse_safetensors_header(*file), opts);
+  });
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 } // namespace detail
 
@@ -202,7 +128,7 @@ inline value read_safetensors(const std::string& path, const safetensors_options
 /// (`{"total_size": "1234"}`).
 inline std::map<std::string, std::string> read_safetensors_metadata(const std::string& path) {
   if (detail::is_safetensors_index_path(path)) {
-    auto index = detail::parse_safetensors_index(path);
+    auto index = detail::parse_shard_index(path);
     std::map<std::string, std::string> out;
     if (index.json.contains("metadata"))
       for (const auto& [k, v] : index.json["metadata"].items()) out.emplace(k, v.is_string() ? v.get<std::string>() : v.dump());
