@@ -108,8 +108,10 @@ std::optional<load_report> load(c10d::ProcessGroup& pg, torch::nn::Module& modul
                     std::all_of(sd.begin(), sd.end(), [](auto& e) { return e.key.starts_with(ddp_prefix); });
     if (prefixed) {
       state_dict stripped;
-      for (auto& e : sd.release_entries())
-        stripped.insert(e.key.substr(ddp_prefix.size()), std::move(e.tensor), std::move(e.source_key));
+      for (auto& e : sd.release_entries()) {
+        e.key.erase(0, ddp_prefix.size());
+        stripped.insert(std::move(e));
+      }
       sd = std::move(stripped);
     }
     report = merge(module, sd, o.policy);

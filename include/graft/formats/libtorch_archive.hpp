@@ -47,7 +47,9 @@ inline dict read_libtorch_zip(const std::shared_ptr<const mapped_file>& file) {
   // or runs; the saved state is all in data.pkl and the data/ records it names.
   zip_storage_loader storages{file, zip, prefix, pkl->name, true};
   unpickler reader(pickle, file->path(), pkl->name, std::ref(storages), pickle_dialect::torchscript);
-  return reader.run_flattened("training");
+  // nn.Module's bookkeeping attributes, which TorchScript keeps on every module, are not state
+  // (Python's load_state_dict refuses them as unexpected keys).
+  return reader.run_flattened({"training", "_is_full_backward_hook"});
 }
 
 // A nested OutputArchive per dotted prefix, as Module::save writes one per submodule.

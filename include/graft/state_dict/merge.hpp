@@ -135,6 +135,20 @@ inline std::string nearest_key(const std::string& key, const std::vector<std::st
   return best;
 }
 
+// PyTorch's BatchNorm rule (_NormBase._load_from_state_dict): a module saved before it had
+// num_batches_tracked (saved version absent or < 2) loads with the counter set to 0 instead of
+// the key counting as missing. The saved version is that of the module's other entries.
+inline bool bn_counter_defaults(std::string_view key, const torch::Tensor& model, const state_dict& sd) {
+  constexpr std::string_view name = "num_batches_tracked";
+  if (!key.ends_with(name) || (key.size() > name.size() && key[key.size() - name.size() - 1] != '.')) return false;
+  if (model.dim() != 0 || model.scalar_type() != torch::kLong) return false;
+  const auto prefix = key.substr(0, key.size() - name.size());  // "bn1." or ""
+  for (auto& e : sd)
+    if (e.key.starts_with(prefix) && e.key.find('.', prefix.size()) == std::string::npos && e.module_version >= 2)
+      return false;
+  return true;
+}
+
 inline load_plan plan(const torch::nn::Module& module, const state_dict& sd, const load_policy& policy) {
   load_plan p;
   auto& r = p.report;
@@ -171,8 +185,15 @@ inline load_plan plan(const torch::nn::Module& module, const state_dict& sd, con
                             e.tensor.scalar_type(), adapt || policy.mismatched.accepts(e.key), adapt});
     if (adapt) p.copies.push_back({mt, e.tensor, true});
   }
-  for (auto& k : order)
-    if (!model[k].seen) r.missing.push_back({k, policy.missing.accepts(k), {}});
+  for (auto& k : order) {
+    if (model[k].seen) continue;
+    if (bn_counter_defaults(k, model[k].tensor, sd)) {
+      r.defaulted.push_back(k);
+      p.copies.push_back({model[k].tensor, torch::zeros({}, torch::kLong), false});
+      continue;
+    }
+    r.missing.push_back({k, policy.missing.accepts(k), {}});
+  }
   order_as_pytorch(module, r.unexpected);
   // Nearest names across the two sides, for the keys that are not allowed.
   if (!r.missing.empty() && !r.unexpected.empty()) {

@@ -182,7 +182,7 @@ private:
     out.reserve(entries.size());
     for (auto& e : entries)
       if ((std::get<I + K>(parts_).apply(e, hits[K]) && ...))
-        out.insert(std::move(e.key), std::move(e.tensor), std::move(e.source_key));
+        out.insert(std::move(e));
     for (auto& [key, v] : sd.extras())
       if ((std::get<I + K>(parts_).apply_extra(key) && ...)) out.extras().emplace_back(std::move(key), std::move(v));
     (std::get<I + K>(parts_).finish(hits[K], in), ...);

@@ -45,6 +45,9 @@ struct load_report {
   std::vector<key_entry> missing;     ///< in the model, not in the checkpoint
   std::vector<key_entry> unexpected;  ///< in the checkpoint, not in the model
   std::vector<mismatch> mismatched;   ///< in both, with different shapes (or dtypes)
+  /// In the model, not in the checkpoint, and set as PyTorch's load_state_dict sets them: the
+  /// num_batches_tracked of a BatchNorm saved before it had one (module version < 2) is 0.
+  std::vector<std::string> defaulted;
   std::vector<std::string> hints;     ///< renames that would fix many keys at once
 
   /// Whether the policy accepts every deviation (a merge then changes the model).
@@ -93,9 +96,10 @@ struct fmt::formatter<graft::load_report> {
   constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
   template <class Ctx>
   auto format(const graft::load_report& r, Ctx& ctx) const {
-    auto out = fmt::format_to(ctx.out(), "loaded {} tensors ({} renamed, {} converted), {} missing, {} unexpected, {} mismatched{}: {}",
+    auto out = fmt::format_to(ctx.out(), "loaded {} tensors ({} renamed, {} converted), {} missing, {} unexpected, {} mismatched{}{}: {}",
                               r.loaded.size(), r.renamed_count(), r.converted_count(), r.missing.size(), r.unexpected.size(),
                               r.mismatched.size(), r.adapted_count() ? fmt::format(" ({} adapted)", r.adapted_count()) : "",
+                              r.defaulted.empty() ? std::string() : fmt::format(", {} defaulted", r.defaulted.size()),
                               r.accepted() ? "accepted" : "REFUSED");
     auto keys = [&](const char* what, const std::vector<graft::load_report::key_entry>& v, const char* ok) {
       std::size_t shown = 0;
@@ -120,6 +124,10 @@ struct fmt::formatter<graft::load_report> {
                            c10::toString(m.model_dtype), fmt::join(m.checkpoint_shape, ", "), c10::toString(m.checkpoint_dtype),
                            m.adapted ? " (adapted: overlap copied)" : m.allowed ? " (allowed: keeps the model's value)" : " (not allowed)");
     }
+    for (std::size_t i = 0; i < r.defaulted.size() && i < 10; ++i)
+      out = fmt::format_to(out, "\n  defaulted {} = 0 (a BatchNorm saved without it, module version < 2; as load_state_dict does)",
+                           r.defaulted[i]);
+    if (r.defaulted.size() > 10) out = fmt::format_to(out, "\n  ... and {} more defaulted", r.defaulted.size() - 10);
     for (auto& h : r.hints) out = fmt::format_to(out, "\n  hint: {}", h);
     return out;
   }

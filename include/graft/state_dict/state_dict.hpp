@@ -25,6 +25,9 @@ struct state_entry {
   std::string key;
   torch::Tensor tensor;
   std::string source_key;
+  /// The version PyTorch saved for the module that owns this tensor (the file's `_metadata`),
+  /// or -1 if the file has none; merge() reads it as load_state_dict does.
+  std::int64_t module_version = -1;
 
   std::string_view path() const noexcept { return key; }
   std::string_view name() const noexcept {
@@ -56,14 +59,17 @@ public:
 
   /// Appends an entry; a key_error if the key is already there.
   void insert(std::string key, torch::Tensor tensor, std::string source_key = {}) {
-    if (source_key.empty()) source_key = key;
-    auto [it, fresh] = index_.try_emplace(key, entries_.size());
-    if (!fresh)
-      throw key_error(fmt::format("two entries are named '{}' (from '{}' and '{}')", key,
-                                  entries_[it->second].source_key, source_key));
-    entries_.push_back({std::move(key), std::move(tensor), std::move(source_key)});
+    insert(state_entry{std::move(key), std::move(tensor), std::move(source_key)});
   }
-
+  /// Appends an entry as it is (a stage's rewritten entry keeps its source key and version).
+  void insert(state_entry e) {
+    if (e.source_key.empty()) e.source_key = e.key;
+    auto [it, fresh] = index_.try_emplace(e.key, entries_.size());
+    if (!fresh)
+      throw key_error(fmt::format("two entries are named '{}' (from '{}' and '{}')", e.key,
+                                  entries_[it->second].source_key, e.source_key));
+    entries_.push_back(std::move(e));
+  }
   /// The entry under `key`, or nullptr.
   const state_entry* find(std::string_view key) const {
     auto it = index_.find(std::string(key));
@@ -135,12 +141,25 @@ private:
     if (v.is_tensor()) {
       insert(key, v.as_tensor());
     } else if (v.is_dict()) {
+      const auto first = entries_.size();
       for (auto& [k, c] : v.as_dict()) child(k.key_text(), c);
+      if (!v.as_dict().module_versions().empty()) set_versions(v.as_dict(), key, first);
     } else if (v.is_sequence() && has_tensor(v)) {
       auto& items = v.as_sequence().items;
       for (std::size_t i = 0; i < items.size(); ++i) child(std::to_string(i), items[i]);
     } else {
       extras_.emplace_back(key, v);
+    }
+  }
+  // Gives the entries flattened from `d` (under `key`) their module's saved version.
+  void set_versions(const dict& d, const std::string& key, std::size_t first) {
+    std::unordered_map<std::string_view, std::int64_t> version(d.module_versions().begin(), d.module_versions().end());
+    const std::size_t skip = key.empty() ? 0 : key.size() + 1;
+    for (auto i = first; i < entries_.size(); ++i) {
+      std::string_view rel = std::string_view(entries_[i].key).substr(skip);
+      auto dot = rel.rfind('.');
+      auto it = version.find(dot == std::string_view::npos ? std::string_view() : rel.substr(0, dot));
+      if (it != version.end()) entries_[i].module_version = it->second;
     }
   }
   static bool has_tensor(const value& v) {
