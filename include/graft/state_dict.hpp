@@ -4,6 +4,7 @@
 #include <graft/state_dict/state_dict.hpp>
 #include <graft/state_dict/pipeline.hpp>
 #include <graft/state_dict/stages.hpp>
+#include <graft/state_dict/adapt.hpp>
 #include <graft/state_dict/policy.hpp>
 #include <graft/state_dict/report.hpp>
 #include <graft/state_dict/merge.hpp>

@@ -122,7 +122,9 @@ for name, d in (('rebuilt', rebuilt), ('deleted', deleted), ('old', old)):
         print(name, 'refused', 'num_batches_tracked' in str(e))
 )PY",
                                                              rebuilt, deleted, old));
-  CHECK(python == "rebuilt loaded 0\ndeleted refused True\nold loaded 0\n");
+  // PyTorch 2.2 on keeps the model's own counter (5 here); before, it set 0.
+  const std::int64_t counter = GRAFT_TORCH_AT_LEAST(2, 2) ? 5 : 0;
+  CHECK(python == fmt::format("rebuilt loaded {0}\ndeleted refused True\nold loaded {0}\n", counter));
 
   for (const auto& file : {rebuilt, old}) {
     INFO(file);
@@ -131,7 +133,7 @@ for name, d in (('rebuilt', rebuilt), ('deleted', deleted), ('old', old)):
     auto report = graft::read(file) | graft::merge(*net);
     CHECK(report.defaulted == std::vector<std::string>{"bn.num_batches_tracked"});
     CHECK(report.missing.empty());
-    CHECK(net->bn->num_batches_tracked.item<std::int64_t>() == 0);
+    CHECK(net->bn->num_batches_tracked.item<std::int64_t>() == counter);
     CHECK(fmt::format("{}", report).find("1 defaulted") != std::string::npos);
   }
   auto net = std::make_shared<compat_test::Net>();

@@ -20,6 +20,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include <graft/detail/dtypes.hpp>
 #include <graft/detail/module_access.hpp>
 #include <graft/formats/detail/file_copy.hpp>
 #include <graft/select/select.hpp>
@@ -136,8 +137,10 @@ inline std::string nearest_key(const std::string& key, const std::vector<std::st
 }
 
 // PyTorch's BatchNorm rule (_NormBase._load_from_state_dict): a module saved before it had
-// num_batches_tracked (saved version absent or < 2) loads with the counter set to 0 instead of
-// the key counting as missing. The saved version is that of the module's other entries.
+// num_batches_tracked (saved version absent or < 2) loads without the counter instead of the
+// key counting as missing. PyTorch before 2.2 then sets the counter to 0; from 2.2 on
+// (pytorch#110850) it keeps the module's own. graft does what the libtorch it is built with
+// does. The saved version is that of the module's other entries.
 inline bool bn_counter_defaults(std::string_view key, const torch::Tensor& model, const state_dict& sd) {
   constexpr std::string_view name = "num_batches_tracked";
   if (!key.ends_with(name) || (key.size() > name.size() && key[key.size() - name.size() - 1] != '.')) return false;
@@ -189,7 +192,9 @@ inline load_plan plan(const torch::nn::Module& module, const state_dict& sd, con
     if (model[k].seen) continue;
     if (bn_counter_defaults(k, model[k].tensor, sd)) {
       r.defaulted.push_back(k);
+#if !GRAFT_TORCH_AT_LEAST(2, 2)
       p.copies.push_back({model[k].tensor, torch::zeros({}, torch::kLong), false});
+#endif
       continue;
     }
     r.missing.push_back({k, policy.missing.accepts(k), {}});

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <graft/detail/dtypes.hpp>
 #include <graft/error.hpp>
 
 namespace graft {
@@ -45,8 +46,9 @@ struct load_report {
   std::vector<key_entry> missing;     ///< in the model, not in the checkpoint
   std::vector<key_entry> unexpected;  ///< in the checkpoint, not in the model
   std::vector<mismatch> mismatched;   ///< in both, with different shapes (or dtypes)
-  /// In the model, not in the checkpoint, and set as PyTorch's load_state_dict sets them: the
-  /// num_batches_tracked of a BatchNorm saved before it had one (module version < 2) is 0.
+  /// In the model, not in the checkpoint, and not missing for PyTorch's load_state_dict: the
+  /// num_batches_tracked of a BatchNorm saved before it had one (module version < 2), which is
+  /// set to 0 (libtorch < 2.2) or keeps the model's value (2.2 on), as that release's Python does.
   std::vector<std::string> defaulted;
   std::vector<std::string> hints;     ///< renames that would fix many keys at once
 
@@ -125,8 +127,8 @@ struct fmt::formatter<graft::load_report> {
                            m.adapted ? " (adapted: overlap copied)" : m.allowed ? " (allowed: keeps the model's value)" : " (not allowed)");
     }
     for (std::size_t i = 0; i < r.defaulted.size() && i < 10; ++i)
-      out = fmt::format_to(out, "\n  defaulted {} = 0 (a BatchNorm saved without it, module version < 2; as load_state_dict does)",
-                           r.defaulted[i]);
+      out = fmt::format_to(out, "\n  defaulted {} {} (a BatchNorm saved without it, module version < 2; as load_state_dict does)",
+                           r.defaulted[i], GRAFT_TORCH_AT_LEAST(2, 2) ? "keeps the model's value" : "= 0");
     if (r.defaulted.size() > 10) out = fmt::format_to(out, "\n  ... and {} more defaulted", r.defaulted.size() - 10);
     for (auto& h : r.hints) out = fmt::format_to(out, "\n  hint: {}", h);
     return out;
