@@ -26,7 +26,7 @@ namespace legacy_test {
 std::string python_save_legacy(const std::string& file, const std::string& make, int protocol = 2) {
   return run_python(graft::test::py_summary + "torch.manual_seed(0)\n" + make + "\ntorch.save(obj, '" + file +
                     "', _use_new_zipfile_serialization=False, pickle_protocol=" + std::to_string(protocol) +
-                    ")\nsys.stdout.write(summary(torch.load('" + file + "')))\n");
+                    ")\nsys.stdout.write(summary(torch.load('" + file + "', weights_only=False)))\n");
 }
 
 std::string bytes_of(const std::string& path) {
