@@ -4,7 +4,7 @@
 //   graft-ckpt inspect FILE [--json]
 //   graft-ckpt diff A B                      exit 0 if identical, 1 if not
 //   graft-ckpt convert IN OUT [--filter GLOB]... [--strip-prefix P] [--rename FROM=TO]...
-//                             [--format torch_save|safetensors]
+//                             [--format torch_save|torch_save_legacy|safetensors]
 //
 // Errors graft reports (a malformed file, a filter that keeps nothing, ...) print as
 // "graft-ckpt: <message>" and exit with 2.
@@ -81,9 +81,16 @@ std::string human_bytes(std::int64_t n) {
   return u == 0 ? fmt::format("{} B", n) : fmt::format("{:.1f} {} ({} bytes)", x, units[u], n);
 }
 
+// A safetensors file's "__metadata__" (an index's "metadata"): strings beside the tensors.
+std::map<std::string, std::string> file_metadata(const std::string& path, graft::checkpoint_format format) {
+  if (format != graft::checkpoint_format::safetensors && format != graft::checkpoint_format::safetensors_index) return {};
+  return graft::read_safetensors_metadata(graft::checkpoint_file(path));
+}
+
 int inspect(const std::string& path, bool as_json) {
   auto format = graft::detect_format(path);
   auto sd = graft::state_dict::from_value(graft::read_value(path));
+  for (auto& [k, v] : file_metadata(path, format)) sd.extras().emplace_back(k, v);
   if (as_json) {
     json out;
     out["format"] = std::string(graft::to_string(format));
@@ -198,6 +205,7 @@ int convert(const convert_options& o) {
   }
   auto format = graft::format_for(o.out);
   if (o.format == "torch_save") format = graft::checkpoint_format::torch_save;
+  else if (o.format == "torch_save_legacy") format = graft::checkpoint_format::torch_save_legacy;
   else if (o.format == "safetensors") format = graft::checkpoint_format::safetensors;
   graft::save(sd, o.out, format);
   fmt::print("wrote {} of {} tensors to {} ({}, {})\n", sd.size(), read_count, o.out, graft::to_string(format),
@@ -230,7 +238,7 @@ int main(int argc, char** argv) {
   convert_cmd->add_option("--strip-prefix", co.strip_prefix, "Remove this prefix from keys (after filtering)");
   convert_cmd->add_option("--rename", co.renames, "Rename a key, FROM=TO (repeatable; after --strip-prefix)");
   convert_cmd->add_option("--format", co.format, "Output format (default: from OUT's name)")
-      ->check(CLI::IsMember({"torch_save", "safetensors"}));
+      ->check(CLI::IsMember({"torch_save", "torch_save_legacy", "safetensors"}));
 
   CLI11_PARSE(app, argc, argv);
   try {

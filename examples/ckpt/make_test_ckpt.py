@@ -23,3 +23,8 @@ torch.save({"model": changed, "epoch": 3}, os.path.join(out, "b.pt"))
 
 with open(os.path.join(out, "garbage.bin"), "wb") as f:
     f.write(b"not a checkpoint at all")
+
+# a.pt in torch.save's legacy format, and a safetensors file that carries metadata.
+torch.save({"model": sd, "epoch": 3}, os.path.join(out, "legacy.pt"), _use_new_zipfile_serialization=False)
+from safetensors.torch import save_file
+save_file({"w": torch.ones(2, 3)}, os.path.join(out, "meta.safetensors"), metadata={"format": "pt", "note": "hello"})

@@ -77,19 +77,6 @@ inline checkpoint_format detect_format(const std::string& path, const mapped_fil
                                  path, head, f.size()));
 }
 
-// The checkpoint a Hugging Face model folder holds, in the order transformers prefers them.
-inline std::string resolve_checkpoint_path(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_directory(path, ec)) return path;
-  static constexpr std::string_view names[] = {"model.safetensors.index.json", "model.safetensors",
-                                               "pytorch_model.bin.index.json", "pytorch_model.bin"};
-  for (auto name : names) {
-    auto p = (std::filesystem::path(path) / name).string();
-    if (std::filesystem::is_regular_file(p, ec)) return p;
-  }
-  throw io_error(fmt::format("folder '{}' holds no checkpoint graft knows by name (looked for {})", path, fmt::join(names, ", ")));
-}
-
 // A sharded index: the format of the shards it names (by the first shard's name).
 inline checkpoint_format index_format(const std::string& path) {
   auto index = parse_shard_index(path);
@@ -109,10 +96,26 @@ inline dict read_torch_save_shard(const std::string& path) {
 }
 } // namespace detail
 
+/// The checkpoint file `path` names: `path` itself, or for a folder (a Hugging Face model
+/// folder) the first of model.safetensors.index.json, model.safetensors,
+/// pytorch_model.bin.index.json and pytorch_model.bin it holds, the order transformers prefers.
+/// An io_error if a folder holds none of them.
+inline std::string checkpoint_file(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(path, ec)) return path;
+  static constexpr std::string_view names[] = {"model.safetensors.index.json", "model.safetensors",
+                                               "pytorch_model.bin.index.json", "pytorch_model.bin"};
+  for (auto name : names) {
+    auto p = (std::filesystem::path(path) / name).string();
+    if (std::filesystem::is_regular_file(p, ec)) return p;
+  }
+  throw io_error(fmt::format("folder '{}' holds no checkpoint graft knows by name (looked for {})", path, fmt::join(names, ", ")));
+}
+
 /// Detects the format of the checkpoint at `path` from its bytes (an index ".json" from the
 /// shards it names; a folder from the checkpoint file it holds).
 inline checkpoint_format detect_format(const std::string& path) {
-  auto file = detail::resolve_checkpoint_path(path);
+  auto file = checkpoint_file(path);
   if (file.ends_with(".json")) return detail::index_format(file);
   return detail::detect_format(file, *mapped_file::open(file));
 }
@@ -122,7 +125,7 @@ inline checkpoint_format detect_format(const std::string& path) {
 /// through the first of model.safetensors.index.json, model.safetensors,
 /// pytorch_model.bin.index.json, pytorch_model.bin it holds.
 inline value read_value(const std::string& path) {
-  auto resolved = detail::resolve_checkpoint_path(path);
+  auto resolved = checkpoint_file(path);
   if (resolved.ends_with(".json")) {
     if (detail::index_format(resolved) == checkpoint_format::safetensors_index) return read_safetensors(resolved);
     return detail::rethrow_as_format_error(resolved, [&] { return detail::read_sharded(resolved, detail::read_torch_save_shard); });
