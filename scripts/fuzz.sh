@@ -2,7 +2,7 @@
 # Fuzzes graft's checkpoint parsers with libFuzzer for a bounded time:
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 # SECONDS (default 60) is per target; TARGETs default to all of tests/fuzz/targets.hpp's
-# (torch_save safetensors safetensors_index zip pickle read). Installs what is missing (clang 16
+# (torch_save torch_save_legacy safetensors safetensors_index zip pickle read). Installs what is missing (clang 16
 # and its libFuzzer/sanitizer runtimes besides graft's own packages), builds build/fuzz with
 # clang, seeds each target from tests/fuzz/corpus, tests/fuzz/regressions and files freshly
 # written by PyTorch, then runs the targets one after another. Inputs that add coverage
@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 SECONDS_PER_TARGET=${1:-60}
 shift $(( $# > 0 ? 1 : 0 ))
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(torch_save safetensors safetensors_index zip pickle read)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(torch_save torch_save_legacy safetensors safetensors_index zip pickle read)
 CLANG=${GRAFT_FUZZ_CLANG:-clang++-16}
 FUZZ_DIR="$GRAFT_ROOT/build/fuzz"
 # /usr/bin/python3 first: another python3 earlier on PATH may lack torch.

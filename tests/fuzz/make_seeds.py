@@ -134,4 +134,38 @@ torch.jit.save(torch.jit.script(Net()), buf)
 put('read', 'scripted.pt', buf.getvalue())
 put('zip', 'scripted.pt', buf.getvalue())
 put('read', 'legacy.pt', saved({'w': torch.ones(1)}, _use_new_zipfile_serialization=False))
+
+# Legacy torch.save streams (PyTorch < 1.6's format): protocols 2 and 4, shared and viewed
+# storages, nested checkpoints; and one with the view metadata of older releases, by hand.
+for name, proto in (('state_dict', 2), ('state_dict_p4', 4)):
+    put('torch_save_legacy', f'{name}.pt', saved(sd, _use_new_zipfile_serialization=False, pickle_protocol=proto))
+put('torch_save_legacy', 'ckpt.pt', saved({'model': sd, 'epoch': 3, 'b': b'xy', 'p': torch.nn.Parameter(torch.ones(2))},
+                                          _use_new_zipfile_serialization=False))
+
+
+class Pid:
+    def __init__(self, t): self.t = t
+
+
+class Rebuild:
+    def __init__(self, *a): self.a = a
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, (Pid(self.a[0]),) + self.a[1:] + (False, collections.OrderedDict()))
+
+
+class LegacyPickler(pickle.Pickler):
+    def persistent_id(self, o): return o.t if isinstance(o, Pid) else None
+
+
+root = ('storage', torch.FloatStorage, 'root', 'cpu', 10)
+buf = io.BytesIO()
+for x in (0x1950a86a20f9469cfc6c, 1001, {'protocol_version': 1001, 'little_endian': True}):
+    pickle.dump(x, buf, protocol=2)
+LegacyPickler(buf, protocol=2).dump({'whole': Rebuild(root + (None,), 0, (10,), (1,)),
+                                     'part': Rebuild(root + (('v', 2, 6),), 1, (2, 2), (2, 1))})
+pickle.dump(['root'], buf, protocol=2)
+buf.write(struct.pack('<q', 10) + bytes(range(40)))
+put('torch_save_legacy', 'views.pt', buf.getvalue())
+put('read', 'legacy_views.pt', buf.getvalue())
 put('read', 'text.txt', b'not a checkpoint\n')

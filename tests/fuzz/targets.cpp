@@ -165,6 +165,17 @@ int torch_save(const std::uint8_t* data, std::size_t size) {
   return 0;
 }
 
+int torch_save_legacy(const std::uint8_t* data, std::size_t size) {
+  auto file = mapped_file::open(write_input(scratch() / "input.pt", data, size));
+  (void)is_legacy_torch_save_file(*file);
+  try {
+    check_value(read_torch_save_legacy(file), file.get());
+  } catch (const graft::error& e) {
+    refused(e);
+  }
+  return 0;
+}
+
 int safetensors(const std::uint8_t* data, std::size_t size) {
   auto path = write_input(scratch() / "input.safetensors", data, size);
   auto file = mapped_file::open(path);

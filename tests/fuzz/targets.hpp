@@ -19,6 +19,8 @@ using entry_point = int (*)(const std::uint8_t* data, std::size_t size);
 
 /// torch.save zip → read_torch_save (mmap and copy) and is_torch_save_file.
 int torch_save(const std::uint8_t* data, std::size_t size);
+/// A legacy torch.save stream → read_torch_save_legacy and is_legacy_torch_save_file.
+int torch_save_legacy(const std::uint8_t* data, std::size_t size);
 /// One safetensors file → read_safetensors (mmap and copy) and read_safetensors_metadata.
 int safetensors(const std::uint8_t* data, std::size_t size);
 /// A sharded checkpoint's model.safetensors.index.json, beside two fixed, valid shards.
@@ -36,8 +38,8 @@ struct target {
 };
 
 inline constexpr target targets[] = {
-    {"torch_save", torch_save}, {"safetensors", safetensors}, {"safetensors_index", safetensors_index},
-    {"zip", zip},               {"pickle", pickle},           {"read", read},
+    {"torch_save", torch_save}, {"torch_save_legacy", torch_save_legacy}, {"safetensors", safetensors},
+    {"safetensors_index", safetensors_index}, {"zip", zip}, {"pickle", pickle}, {"read", read},
 };
 
 /// What the harness reports a bug against (a file name in replay, empty under libFuzzer).
