@@ -69,8 +69,8 @@ TORCH_MODULE(Bottleneck);
 /// torchvision.models.resnet.ResNet: resnet(18), resnet(50), resnet(152), ...
 struct ResNetImpl : nn::Module {
   ResNetImpl(bool bottleneck, std::vector<std::int64_t> blocks, std::int64_t num_classes = 1000,
-             std::int64_t width = 64) {
-    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(3, width, 7).stride(2).padding(3).bias(false)));
+             std::int64_t width = 64, std::int64_t in_channels = 3) {
+    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(in_channels, width, 7).stride(2).padding(3).bias(false)));
     bn1 = register_module("bn1", nn::BatchNorm2d(width));
     std::int64_t in = width;
     for (std::size_t i = 0; i < 4; ++i) {
@@ -104,14 +104,14 @@ struct ResNetImpl : nn::Module {
 };
 TORCH_MODULE(ResNet);
 
-/// torchvision's resnet18/34/50/101/152 layouts.
-inline ResNet resnet(int depth, std::int64_t num_classes = 1000) {
+/// torchvision's resnet18/34/50/101/152 layouts, for images of `in_channels` channels.
+inline ResNet resnet(int depth, std::int64_t num_classes = 1000, std::int64_t in_channels = 3) {
   switch (depth) {
-    case 18: return ResNet(false, std::vector<std::int64_t>{2, 2, 2, 2}, num_classes);
-    case 34: return ResNet(false, std::vector<std::int64_t>{3, 4, 6, 3}, num_classes);
-    case 50: return ResNet(true, std::vector<std::int64_t>{3, 4, 6, 3}, num_classes);
-    case 101: return ResNet(true, std::vector<std::int64_t>{3, 4, 23, 3}, num_classes);
-    case 152: return ResNet(true, std::vector<std::int64_t>{3, 8, 36, 3}, num_classes);
+    case 18: return ResNet(false, std::vector<std::int64_t>{2, 2, 2, 2}, num_classes, 64, in_channels);
+    case 34: return ResNet(false, std::vector<std::int64_t>{3, 4, 6, 3}, num_classes, 64, in_channels);
+    case 50: return ResNet(true, std::vector<std::int64_t>{3, 4, 6, 3}, num_classes, 64, in_channels);
+    case 101: return ResNet(true, std::vector<std::int64_t>{3, 4, 23, 3}, num_classes, 64, in_channels);
+    case 152: return ResNet(true, std::vector<std::int64_t>{3, 8, 36, 3}, num_classes, 64, in_channels);
   }
   throw std::invalid_argument("resnet depth must be 18, 34, 50, 101 or 152");
 }
