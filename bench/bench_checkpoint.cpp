@@ -156,24 +156,30 @@ int main(int argc, char** argv) {
   }
   std::string st = dir + "/resnet.safetensors";
   graft::save(graft::read(ckpt) | graft::collect(), st);
+  std::string legacy = dir + "/resnet_legacy.pth";  // torch.save's pre-1.6 format, same tensors
+  graft::save(graft::read(ckpt) | graft::collect(), legacy, graft::checkpoint_format::torch_save_legacy);
   auto ckpt_size = static_cast<std::int64_t>(fs::file_size(ckpt));
   auto st_size = static_cast<std::int64_t>(fs::file_size(st));
+  auto legacy_size = static_cast<std::int64_t>(fs::file_size(legacy));
+  std::int64_t largest = 0;
+  for (auto& e : graft::read(ckpt) | graft::collect()) largest = std::max<std::int64_t>(largest, e.tensor.storage().nbytes());
 
   // Peak memory first, in fresh processes, before this one grows.
   auto exe = fs::read_symlink("/proc/self/exe").string();
-  auto child = [&](const char* mode) {
+  auto child = [&](const char* mode, const std::string& file) {
     std::int64_t model = 0, hwm = 0;
-    std::sscanf(run(fmt::format("{} --rss-child {} {} {}", shell_quote(exe), shell_quote(ckpt), depth, mode)).c_str(),
+    std::sscanf(run(fmt::format("{} --rss-child {} {} {}", shell_quote(exe), shell_quote(file), depth, mode)).c_str(),
                 "%ld %ld", &model, &hwm);
     return std::pair{model, hwm};
   };
-  auto [mbytes, rss_model_only] = child("model");
-  auto [mbytes2, rss_load] = child("load");
+  auto [mbytes, rss_model_only] = child("model", ckpt);
+  auto [mbytes2, rss_load] = child("load", ckpt);
+  auto [mbytes3, rss_legacy] = child("load", legacy);
 
   auto model = models::resnet(depth);
-  std::vector<char> buf(static_cast<std::size_t>(std::max(ckpt_size, st_size)));
-  read_bytes(ckpt, buf), read_bytes(st, buf);  // page cache warm
-  graft_load(ckpt, *model), graft_load(st, *model);
+  std::vector<char> buf(static_cast<std::size_t>(std::max({ckpt_size, st_size, legacy_size})));
+  read_bytes(ckpt, buf), read_bytes(st, buf), read_bytes(legacy, buf);  // page cache warm
+  graft_load(ckpt, *model), graft_load(st, *model), graft_load(legacy, *model);
 
   double raw = time_median(iters, [&] { read_bytes(ckpt, buf); });
   double raw_st = time_median(iters, [&] { read_bytes(st, buf); });
@@ -181,6 +187,8 @@ int main(int argc, char** argv) {
   double g_st = time_median(iters, [&] { graft_load(st, *model); });
   double g1 = time_median(iters, [&] { graft_load(ckpt, *model, 1); });
   double g1_st = time_median(iters, [&] { graft_load(st, *model, 1); });
+  double raw_legacy = time_median(iters, [&] { read_bytes(legacy, buf); });
+  double g_legacy = time_median(iters, [&] { graft_load(legacy, *model); });
   // Python's median time and the torch threads it ran with; threads 0 leaves torch's default.
   auto python_time = [&](unsigned threads) {
     double t = 0;
@@ -203,6 +211,9 @@ int main(int argc, char** argv) {
   fmt::print("| graft: the same from safetensors (mapped) | {:.1f} ms | {:.2f}x its read() | ≤ 1.2x |\n", g_st * 1e3, g_st / raw_st);
   fmt::print("| graft, one reading thread, torch.save | {:.1f} ms | {:.2f}x baseline | — |\n", g1 * 1e3, g1 / raw);
   fmt::print("| graft, one reading thread, safetensors | {:.1f} ms | {:.2f}x its read() | — |\n", g1_st * 1e3, g1_st / raw_st);
+  fmt::print("| read() the legacy torch.save file's bytes | {:.1f} ms | 1.00x | — |\n", raw_legacy * 1e3);
+  fmt::print("| graft: the same from the legacy format (storages copied) | {:.1f} ms | {:.2f}x its read() | ≤ 1.5x |\n",
+             g_legacy * 1e3, g_legacy / raw_legacy);
   fmt::print("| Python: torch.load + load_state_dict ({} torch thread{}) | {:.1f} ms | {:.2f}x graft's time | ≥ 3x |\n",
              torch_threads, torch_threads == 1 ? "" : "s", py * 1e3, py / g);
   fmt::print("| Python, torch.set_num_threads({}) | {:.1f} ms | {:.2f}x graft's time | — |\n", cores_used, py_n * 1e3, py_n / g);
@@ -212,6 +223,9 @@ int main(int argc, char** argv) {
              mib(rss_load), double(rss_load) / double(mbytes2 + ckpt_size));
   fmt::print("| load's increase over model-only | {:.1f} MiB | {:.2f}x checkpoint | ≤ 1.1x |\n",
              mib(rss_load - rss_model_only), double(rss_load - rss_model_only) / double(ckpt_size));
+  fmt::print("| load's increase over model-only, legacy format | {:.1f} MiB | {:.2f}x checkpoint (largest storage {:.2f}x) | ≤ 1x + largest |\n",
+             mib(rss_legacy - rss_model_only), double(rss_legacy - rss_model_only) / double(legacy_size),
+             double(largest) / double(legacy_size));
   fmt::print("* the whole process, libtorch's own code and allocations included\n");
 
   std::error_code ec;

@@ -2,8 +2,10 @@
 // torch.save's legacy format: what PyTorch before 1.6 wrote, and what any release writes with
 // _use_new_zipfile_serialization=False. A stream of pickles (magic number, protocol version
 // 1001, sys_info, the object, the list of storage keys) followed by each storage's bytes, an
-// int64 element count before each. The storages are unaligned, so tensors are copies.
+// int64 element count before each. The storages are unaligned, so tensors are copies, read
+// from the file straight into their memory.
 
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -152,7 +154,9 @@ private:
     pos_ += 8;
     if (static_cast<std::uint64_t>(nbytes) > file_->size() - pos_)
       fail(fmt::format("the file ends inside storage '{}' ({} bytes, {} left)", key, nbytes, file_->size() - pos_), pos_);
-    if (nbytes) std::memcpy(s.bytes.data_ptr(), file_->bytes(pos_, 0).data(), static_cast<std::size_t>(nbytes));
+    // pread, not a copy through the map: the file's pages are not mapped into the process too.
+    if (nbytes && !file_->read_file(s.bytes.data_ptr(), pos_, static_cast<std::size_t>(nbytes)))
+      throw io_error(fmt::format("cannot read '{}': {} (storage '{}', byte {})", path_, std::strerror(errno), key, pos_));
     pos_ += static_cast<std::size_t>(nbytes);
     s.filled = true;
   }
