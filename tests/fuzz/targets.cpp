@@ -19,11 +19,11 @@
 
 #include <graft/error.hpp>
 #include <graft/formats/detail/pickle_reader.hpp>
-#include <graft/formats/mapped_file.hpp>
+#include <graft/io/mapped_file.hpp>
 #include <graft/formats/read.hpp>
 #include <graft/formats/safetensors.hpp>
 #include <graft/formats/torch_save.hpp>
-#include <graft/formats/zip.hpp>
+#include <graft/io/detail/zip.hpp>
 
 namespace graft::fuzz {
 namespace {

@@ -20,11 +20,11 @@
 #include <torch/types.h>
 
 #include <graft/error.hpp>
-#include <graft/formats/atomic_file.hpp>
+#include <graft/io/detail/atomic_file.hpp>
 #include <graft/formats/detail/pickle_reader.hpp>
-#include <graft/formats/mapped_file.hpp>
+#include <graft/io/mapped_file.hpp>
 #include <graft/formats/torch_save/read.hpp>
-#include <graft/formats/zip.hpp>
+#include <graft/io/detail/zip.hpp>
 #include <graft/state_dict/value.hpp>
 
 namespace graft {

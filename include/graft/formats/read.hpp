@@ -19,7 +19,7 @@
 #include <graft/error.hpp>
 #include <graft/formats/detail/shards.hpp>
 #include <graft/formats/libtorch_archive.hpp>
-#include <graft/formats/mapped_file.hpp>
+#include <graft/io/mapped_file.hpp>
 #include <graft/formats/safetensors.hpp>
 #include <graft/formats/torch_save.hpp>
 #include <graft/state_dict/pipeline.hpp>

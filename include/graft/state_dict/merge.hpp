@@ -22,7 +22,7 @@
 
 #include <graft/detail/dtypes.hpp>
 #include <graft/detail/module_access.hpp>
-#include <graft/formats/detail/file_copy.hpp>
+#include <graft/io/detail/file_copy.hpp>
 #include <graft/select/select.hpp>
 #include <graft/state_dict/pipeline.hpp>
 #include <graft/state_dict/policy.hpp>

@@ -19,7 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include <graft/error.hpp>
-#include <graft/formats/mapped_file.hpp>
+#include <graft/io/mapped_file.hpp>
 #include <graft/formats/safetensors/header.hpp>
 #include <graft/formats/safetensors/json.hpp>
 #include <graft/state_dict/value.hpp>

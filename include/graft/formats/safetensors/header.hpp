@@ -19,7 +19,7 @@
 
 #include <graft/detail/dtypes.hpp>
 #include <graft/error.hpp>
-#include <graft/formats/mapped_file.hpp>
+#include <graft/io/mapped_file.hpp>
 #include <graft/formats/safetensors/json.hpp>
 
 namespace graft::detail {

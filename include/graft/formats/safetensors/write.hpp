@@ -17,7 +17,7 @@
 #include <torch/types.h>
 
 #include <graft/error.hpp>
-#include <graft/formats/atomic_file.hpp>
+#include <graft/io/detail/atomic_file.hpp>
 #include <graft/formats/safetensors/header.hpp>
 #include <graft/state_dict/value.hpp>
 

@@ -19,10 +19,10 @@
 #include <torch/types.h>
 
 #include <graft/error.hpp>
-#include <graft/formats/atomic_file.hpp>
+#include <graft/io/detail/atomic_file.hpp>
 #include <graft/formats/detail/pickle_reader.hpp>
 #include <graft/formats/detail/pickle_writer.hpp>
-#include <graft/formats/mapped_file.hpp>
+#include <graft/io/mapped_file.hpp>
 #include <graft/state_dict/value.hpp>
 
 namespace graft {

@@ -10,7 +10,7 @@
 #include <fmt/format.h>
 
 #include <graft/error.hpp>
-#include <graft/formats/atomic_file.hpp>
+#include <graft/io/detail/atomic_file.hpp>
 #include <graft/formats/detail/pickle_writer.hpp>
 #include <graft/state_dict/value.hpp>
 

@@ -20,7 +20,7 @@
 #include <torch/types.h>
 
 #include <graft/error.hpp>
-#include <graft/formats/mapped_file.hpp>
+#include <graft/io/mapped_file.hpp>
 
 namespace graft::detail {
 

@@ -18,7 +18,7 @@
 #include <zlib.h>
 
 #include <graft/error.hpp>
-#include <graft/formats/mapped_file.hpp>
+#include <graft/io/mapped_file.hpp>
 
 namespace graft::detail {
 
