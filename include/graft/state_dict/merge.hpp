@@ -146,10 +146,15 @@ inline bool bn_counter_defaults(std::string_view key, const torch::Tensor& model
   if (!key.ends_with(name) || (key.size() > name.size() && key[key.size() - name.size() - 1] != '.')) return false;
   if (model.dim() != 0 || model.scalar_type() != torch::kLong) return false;
   const auto prefix = key.substr(0, key.size() - name.size());  // "bn1." or ""
+  bool siblings = false;
   for (auto& e : sd)
-    if (e.key.starts_with(prefix) && e.key.find('.', prefix.size()) == std::string::npos && e.module_version >= 2)
-      return false;
-  return true;
+    if (e.key.starts_with(prefix) && e.key.find('.', prefix.size()) == std::string::npos) {
+      if (e.module_version >= 2) return false;
+      siblings = true;
+    }
+  // A module none of whose tensors is in the checkpoint is missing as a whole: its counter is
+  // reported with the rest of it (and a rename hint can match them all).
+  return siblings;
 }
 
 inline load_plan plan(const torch::nn::Module& module, const state_dict& sd, const load_policy& policy) {
