@@ -21,6 +21,7 @@
 #include <graft/formats/read.hpp>
 #include <graft/state_dict/merge.hpp>
 #include <graft/state_dict/pipeline.hpp>
+#include <graft/state_dict/stages.hpp>
 #include <graft/state_dict/state_dict.hpp>
 
 namespace graft::dist {
@@ -106,14 +107,7 @@ std::optional<load_report> load(c10d::ProcessGroup& pg, torch::nn::Module& modul
     if constexpr (source<Src>) sd = src.load(); else sd = read_checkpoint(std::string(src));
     bool prefixed = o.strip_ddp_prefix && !sd.empty() &&
                     std::all_of(sd.begin(), sd.end(), [](auto& e) { return e.key.starts_with(ddp_prefix); });
-    if (prefixed) {
-      state_dict stripped;
-      for (auto& e : sd.release_entries()) {
-        e.key.erase(0, ddp_prefix.size());
-        stripped.insert(std::move(e));
-      }
-      sd = std::move(stripped);
-    }
+    if (prefixed) sd = apply(std::move(sd), strip_prefix(std::string(ddp_prefix)));
     report = merge(module, sd, o.policy);
   });
   broadcast(pg, module, everything, {.root = o.root});

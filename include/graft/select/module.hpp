@@ -11,6 +11,7 @@
 #include <c10/util/Type.h>
 #include <torch/nn.h>  // the module headers are not self-contained: take them whole
 
+#include <graft/detail/norm_layers.hpp>
 #include <graft/select/basic.hpp>
 #include <graft/select/concepts.hpp>
 
@@ -49,12 +50,13 @@ struct of_type_t : selector_base {
 template <class... Ms>
 inline constexpr of_type_t<Ms...> of_type{};
 
+namespace detail {
+template <class... Ms>
+constexpr of_type_t<Ms...> of_types(module_types<Ms...>) { return {}; }
+} // namespace detail
+
 /// Parameters and buffers of normalization layers (batch, instance, layer and group norm).
-inline const auto norm_layers = labeled(
-    of_type<torch::nn::BatchNorm1dImpl, torch::nn::BatchNorm2dImpl, torch::nn::BatchNorm3dImpl,
-            torch::nn::InstanceNorm1dImpl, torch::nn::InstanceNorm2dImpl,
-            torch::nn::InstanceNorm3dImpl, torch::nn::LayerNormImpl, torch::nn::GroupNormImpl>,
-    "norm_layers");
+inline const auto norm_layers = labeled(detail::of_types(detail::norm_layer_types{}), "norm_layers");
 
 /// Tensors whose owning module satisfies `pred(const torch::nn::Module&)`.
 template <class F>

@@ -72,16 +72,22 @@ inline std::size_t edit_distance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
-/// Up to `most` names from `candidates` closest to `wanted`, closest first.
+/// The last dotted segment of a name: "fc" of "layer4.fc".
+constexpr std::string_view leaf_name(std::string_view k) noexcept { return k.substr(k.rfind('.') + 1); }
+
+/// Up to `most` names from `candidates` closest to `wanted` by edit distance, closest first:
+/// those within max(3, |wanted|/2) edits and, with `same_leaf`, any that ends in wanted's last
+/// dotted segment (the same tensor under another module path). The one suggester behind
+/// "did you mean" (selections) and "nearest" (merge reports).
 inline std::vector<std::string> nearest_names(std::string_view wanted, std::vector<std::string> candidates,
-                                              std::size_t most = 3) {
+                                              std::size_t most = 3, bool same_leaf = false) {
   std::vector<std::pair<std::size_t, std::string>> scored;
   std::size_t limit = std::max<std::size_t>(3, wanted.size() / 2);
   std::sort(candidates.begin(), candidates.end());
   candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
   for (auto& c : candidates) {
     auto d = edit_distance(wanted, c);
-    if (d <= limit) scored.emplace_back(d, std::move(c));
+    if (d <= limit || (same_leaf && leaf_name(c) == leaf_name(wanted))) scored.emplace_back(d, std::move(c));
   }
   std::stable_sort(scored.begin(), scored.end(), [](auto& x, auto& y) { return x.first < y.first; });
   std::vector<std::string> out;

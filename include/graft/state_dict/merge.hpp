@@ -28,6 +28,7 @@
 #include <graft/state_dict/policy.hpp>
 #include <graft/state_dict/report.hpp>
 #include <graft/state_dict/state_dict.hpp>
+#include <graft/walk/walk.hpp>
 
 namespace graft {
 namespace detail {
@@ -94,18 +95,7 @@ inline std::vector<std::string> rename_hints(const load_report& r) {
 inline void order_as_pytorch(const torch::nn::Module& root, std::vector<load_report::key_entry>& unexpected) {
   if (unexpected.size() < 2) return;
   std::unordered_map<std::string, std::size_t> preorder;
-  std::string path;
-  auto visit = [&](auto& self, const torch::nn::Module& m) -> void {
-    preorder.emplace(path, preorder.size());
-    module_registries own(m);
-    for (auto& c : own.children()) {
-      auto len = path.size();
-      path += (len ? "." : "") + c.key();
-      self(self, *c.value());
-      path.resize(len);
-    }
-  };
-  visit(visit, root);
+  for_each_module(root, [&](const torch::nn::Module&, std::string_view path) { preorder.emplace(path, preorder.size()); });
   auto owner = [&](const std::string& key) {
     std::size_t best = 0;
     for (auto dot = key.find('.'); dot != std::string::npos; dot = key.find('.', dot + 1)) {
@@ -125,15 +115,8 @@ inline void order_as_pytorch(const torch::nn::Module& root, std::vector<load_rep
 
 // The key on the other side most like `key`: the same local name, or a small edit away.
 inline std::string nearest_key(const std::string& key, const std::vector<std::string>& others) {
-  auto local = [](std::string_view k) { return k.substr(k.rfind('.') + 1); };
-  std::string best;
-  std::size_t best_d = std::string::npos;
-  for (auto& o : others) {
-    auto d = edit_distance(key, o);
-    bool close = local(o) == local(key) || d <= key.size() / 2;
-    if (close && d < best_d) best = o, best_d = d;
-  }
-  return best;
+  auto near = nearest_names(key, others, 1, /*same_leaf=*/true);
+  return near.empty() ? std::string() : std::move(near.front());
 }
 
 // PyTorch's BatchNorm rule (_NormBase._load_from_state_dict): a module saved before it had

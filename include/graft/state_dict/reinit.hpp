@@ -13,25 +13,24 @@
 #include <torch/nn.h>  // the module headers are not self-contained: take them whole
 #include <torch/utils.h>
 
+#include <graft/detail/norm_layers.hpp>
 #include <graft/error.hpp>
 #include <graft/select/select.hpp>
 
 namespace graft {
 namespace detail {
 
-template <class... Ms>
-bool reset_first_match(torch::nn::Module& m, bool run) {
-  bool found = false;
-  ((!found && dynamic_cast<Ms*>(&m) ? (found = true, run ? dynamic_cast<Ms&>(m).reset_parameters() : void()) : void()), ...);
-  return found;
-}
-
-// Calls the module's own reset_parameters() if `run`; false for types graft does not know.
+// Calls the module's own reset_parameters() if `run`; false for types graft does not know:
+// the layers with weights, and every normalization layer.
 inline bool reset_parameters_of(torch::nn::Module& m, bool run) {
   namespace nn = torch::nn;
-  return reset_first_match<nn::LinearImpl, nn::Conv1dImpl, nn::Conv2dImpl, nn::Conv3dImpl, nn::BatchNorm1dImpl,
-                           nn::BatchNorm2dImpl, nn::BatchNorm3dImpl, nn::EmbeddingImpl, nn::LayerNormImpl,
-                           nn::GroupNormImpl, nn::BilinearImpl>(m, run);
+  auto reset = [run](auto& layer) {
+    if (run) layer.reset_parameters();
+  };
+  return visit_as(module_types<nn::LinearImpl, nn::Conv1dImpl, nn::Conv2dImpl, nn::Conv3dImpl, nn::EmbeddingImpl,
+                               nn::BilinearImpl>{},
+                  m, reset) ||
+         visit_as(norm_layer_types{}, m, reset);
 }
 
 } // namespace detail

@@ -20,8 +20,10 @@
 #include <torch/nn/modules/instancenorm.h>
 
 #include <graft/detail/module_access.hpp>
+#include <graft/detail/norm_layers.hpp>
 #include <graft/error.hpp>
 #include <graft/select/select.hpp>
+#include <graft/walk/walk.hpp>
 
 namespace graft {
 
@@ -42,15 +44,10 @@ struct norm_stats_result {
 namespace detail {
 
 /// Whether `m` is a normalization layer that keeps running statistics.
-inline bool has_running_stats(const torch::nn::Module& m) {
-  using namespace torch::nn;
-  if (auto* b = dynamic_cast<const BatchNorm1dImpl*>(&m)) return b->options.track_running_stats();
-  if (auto* b = dynamic_cast<const BatchNorm2dImpl*>(&m)) return b->options.track_running_stats();
-  if (auto* b = dynamic_cast<const BatchNorm3dImpl*>(&m)) return b->options.track_running_stats();
-  if (auto* b = dynamic_cast<const InstanceNorm1dImpl*>(&m)) return b->options.track_running_stats();
-  if (auto* b = dynamic_cast<const InstanceNorm2dImpl*>(&m)) return b->options.track_running_stats();
-  if (auto* b = dynamic_cast<const InstanceNorm3dImpl*>(&m)) return b->options.track_running_stats();
-  return false;
+inline bool has_running_stats(torch::nn::Module& m) {
+  bool tracks = false;
+  visit_as(running_stats_norm_types{}, m, [&](auto& layer) { tracks = layer.options.track_running_stats(); });
+  return tracks;
 }
 
 // The layers whose statistics are frozen, process-wide. A weak pointer tells a live layer from
@@ -95,21 +92,6 @@ inline frozen_norm_registry& frozen_norms() {
   return r;
 }
 
-// Calls f(module, path) for `m` and every submodule, depth first in registration order.
-template <class F>
-void for_each_module(torch::nn::Module& m, std::string& path, F& f) {
-  f(m, std::string_view(path));
-  auto len = path.size();
-  module_registries own(m);
-  for (const auto& c : own.children()) {
-    path.resize(len);
-    if (len) path.push_back('.');
-    path.append(c.key());
-    for_each_module(*c.value(), path, f);
-  }
-  path.resize(len);
-}
-
 // Whether `sel` picks the layer at `path`: one of its own tensors matches, or (for a name
 // selector) its own path does, so "layer4.0.bn1"_glob names a layer as well as "layer4.0.bn1.*".
 template <selector S>
@@ -139,7 +121,6 @@ norm_stats_result set_norm_stats(torch::nn::Module& module, const S& sel, bool f
   norm_stats_result r{sel.describe(), freeze, {}, 0};
   std::vector<std::string> all_layers;
   bool training = module.is_training();
-  std::string path;
   auto visit = [&](torch::nn::Module& m, std::string_view p) {
     if (!has_running_stats(m)) return;
     all_layers.emplace_back(p);
@@ -161,7 +142,7 @@ norm_stats_result set_norm_stats(torch::nn::Module& module, const S& sel, bool f
         }
     }
   };
-  for_each_module(module, path, visit);
+  for_each_module(module, visit);
   if constexpr (!allows_empty<S>) {
     if (r.layers.empty()) {
       std::string msg = fmt::format(
@@ -208,11 +189,9 @@ inline bool norm_stats_frozen(const torch::nn::Module& layer) { return detail::f
 inline void train(torch::nn::Module& module, bool on = true) {
   module.train(on);
   if (!on || detail::frozen_norms().empty()) return;
-  std::string path;
-  auto restore = [](torch::nn::Module& m, std::string_view) {
+  for_each_module(module, [](torch::nn::Module& m, std::string_view) {
     if (detail::frozen_norms().contains(m)) m.eval();
-  };
-  detail::for_each_module(module, path, restore);
+  });
 }
 
 } // namespace graft

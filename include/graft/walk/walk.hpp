@@ -2,12 +2,14 @@
 // walk(module): a lazy, allocation-light enumeration of a module tree's tensors in PyTorch's
 // order, built on one path buffer instead of named_parameters()' OrderedDict of full paths.
 
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
 #include <ranges>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -154,6 +156,32 @@ private:
 /// as named_parameters() lists them).
 inline basic_walk<> walk(const torch::nn::Module& module, walk_options options = {}) {
   return basic_walk<>(module, options);
+}
+
+namespace detail {
+template <class M, class F>
+void for_each_module_at(M& m, std::string& path, F& f) {
+  f(m, std::string_view(path));
+  const auto len = path.size();
+  module_registries own(m);
+  for (const auto& c : own.children()) {
+    path.resize(len);
+    if (len) path.push_back('.');
+    path.append(c.key());
+    for_each_module_at(static_cast<M&>(*c.value()), path, f);
+  }
+  path.resize(len);
+}
+} // namespace detail
+
+/// Calls f(module, path) for `module` and every submodule below it, in pre-order and
+/// registration order (the order of Python's named_modules(), each once per name), with the
+/// dotted path of each ("" for `module` itself). `module` may be const.
+template <class M, class F>
+  requires std::same_as<std::remove_const_t<M>, torch::nn::Module>
+void for_each_module(M& module, F&& f) {
+  std::string path;
+  detail::for_each_module_at(module, path, f);
 }
 
 /// Walks with a pruner: prune(prefix) == false skips the submodule at "prefix." and below.
