@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <new>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -24,6 +23,7 @@
 #include <graft/error.hpp>
 #include <graft/io/mapped_file.hpp>
 #include <graft/formats/safetensors/header.hpp>
+#include <graft/formats/detail/rethrow.hpp>
 #include <graft/formats/detail/shards.hpp>
 #include <graft/formats/safetensors/json.hpp>
 #include <graft/state_dict/value.hpp>
@@ -70,19 +70,6 @@ inline dict safetensors_tensors(const std::shared_ptr<const mapped_file>& file, 
     out.append(t.name, std::move(tensor));  // names are unique: parse_json_strict refuses repeats
   }
   return out;
-}
-
-template <class F>
-decltype(auto) rethrow_as_format_error(const std::string& path, F&& f) {
-  try {
-    return std::forward<F>(f)();
-  } catch (const graft::error&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw format_error(fmt::format("'{}': {}", path, e.what_without_backtrace()));
-  } catch (const std::bad_alloc&) {
-    throw format_error(fmt::format("'{}': out of memory while reading", path));
-  }
 }
 
 /// Whether `path` names a sharded checkpoint's index rather than a safetensors file.

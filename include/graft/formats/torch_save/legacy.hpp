@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <new>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -22,6 +21,7 @@
 #include <graft/io/detail/atomic_file.hpp>
 #include <graft/formats/detail/pickle_reader.hpp>
 #include <graft/formats/detail/pickle_writer.hpp>
+#include <graft/formats/detail/rethrow.hpp>
 #include <graft/io/mapped_file.hpp>
 #include <graft/state_dict/value.hpp>
 
@@ -176,15 +176,7 @@ inline bool is_legacy_torch_save_file(const mapped_file& file) noexcept { return
 /// Reads an already-mapped legacy torch.save file: every storage is copied into fresh memory
 /// (the file's records are unaligned), so the result does not keep the mapping alive.
 inline value read_torch_save_legacy(const std::shared_ptr<const mapped_file>& file) {
-  try {
-    return detail::legacy_reader(file).run();
-  } catch (const graft::error&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw format_error(fmt::format("'{}': {}", file->path(), e.what_without_backtrace()));
-  } catch (const std::bad_alloc&) {
-    throw format_error(fmt::format("'{}': out of memory while reading", file->path()));
-  }
+  return detail::rethrow_as_format_error(file->path(), [&] { return detail::legacy_reader(file).run(); });
 }
 
 /// Reads the legacy torch.save file at `path` into an object tree, as read_torch_save reads

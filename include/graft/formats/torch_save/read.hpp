@@ -6,7 +6,6 @@
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <new>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -16,6 +15,7 @@
 
 #include <graft/error.hpp>
 #include <graft/formats/detail/pickle_reader.hpp>
+#include <graft/formats/detail/rethrow.hpp>
 #include <graft/io/mapped_file.hpp>
 #include <graft/formats/torch_save/legacy.hpp>
 #include <graft/io/detail/zip.hpp>
@@ -120,15 +120,7 @@ inline bool is_torch_save_file(const mapped_file& file) noexcept {
 /// Reads an already-mapped torch.save file, of either format; tensors may keep the mapping alive.
 inline value read_torch_save(const std::shared_ptr<const mapped_file>& file, const torch_save_options& opts = {}) {
   if (is_legacy_torch_save_file(*file)) return read_torch_save_legacy(file);
-  try {
-    return detail::read_torch_save_zip(file, opts);
-  } catch (const graft::error&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw format_error(fmt::format("'{}': {}", file->path(), e.what_without_backtrace()));
-  } catch (const std::bad_alloc&) {
-    throw format_error(fmt::format("'{}': out of memory while reading", file->path()));
-  }
+  return detail::rethrow_as_format_error(file->path(), [&] { return detail::read_torch_save_zip(file, opts); });
 }
 
 /// Reads the Python torch.save file at `path` into an object tree (the zip format, or the legacy
