@@ -300,3 +300,40 @@ for k in r.unexpected_keys: print('U', k)
   CHECK(r.accepted());
   CHECK(missing.size() == 3);
 }
+
+template <class F>
+constexpr bool pipeline_test_makes_stage = requires(F f) { graft::make_stage(f); };
+
+TEST_CASE("make_stage: a user's own stage rewrites, drops, and runs fused with graft's stages", "[state_dict]") {
+  graft::state_dict sd;
+  sd.insert("model.a", torch::ones({2}));
+  sd.insert("model.b", torch::full({3}, 2.0));
+  sd.insert("model.skip", torch::zeros({1}));
+  sd.extras().emplace_back("epoch", graft::value(4));
+  // Drops one entry, doubles the others, and renames: with at() and strip_prefix around it.
+  auto doubled = graft::make_stage(
+      [](graft::state_entry& e) {
+        if (e.key == "skip") return false;
+        e.tensor = e.tensor * 2;
+        e.key += "_x2";
+        return true;
+      },
+      "double_all");
+  auto chain = graft::at("model") | doubled | graft::add_prefix("net.");
+  CHECK(chain.describe() == "at(\"model\") | double_all | add_prefix(\"net.\")");
+  auto out = sd | chain | graft::collect();
+  CHECK(out.keys() == std::vector<std::string>{"net.a_x2", "net.b_x2"});
+  CHECK(torch::equal(out.at("net.b_x2"), torch::full({3}, 4.0)));
+  CHECK(out.find("net.a_x2")->source_key == "model.a");
+  // A void function keeps every entry; the default description names it.
+  int seen = 0;
+  auto counted = sd | graft::make_stage([&](graft::state_entry&) { ++seen; }) | graft::collect();
+  CHECK(seen == 3);
+  CHECK(counted.size() == 3);
+  CHECK(graft::make_stage([](graft::state_entry&) {}).describe() == "make_stage(function)");
+  // Not a stage: a function of something else does not compile.
+  auto of_int = [](int) {};
+  auto of_entry = [](graft::state_entry&) {};
+  STATIC_REQUIRE_FALSE(pipeline_test_makes_stage<decltype(of_int)>);
+  STATIC_REQUIRE(pipeline_test_makes_stage<decltype(of_entry)>);
+}

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <graft/detail/report_formatter.hpp>
 #include <graft/select/select.hpp>
 
 namespace graft {
@@ -45,8 +46,7 @@ explanation explain(const torch::nn::Module& module, const S& sel, walk_options 
 
 /// Prints the selector, then "+ path [shape]" per matched tensor and "- path" per other one.
 template <>
-struct fmt::formatter<graft::explanation> {
-  constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
+struct fmt::formatter<graft::explanation> : graft::detail::report_formatter {
   template <class Ctx>
   auto format(const graft::explanation& ex, Ctx& ctx) const {
     std::int64_t all = 0, hit = 0;

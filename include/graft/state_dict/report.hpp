@@ -13,6 +13,7 @@
 #include <fmt/ranges.h>
 
 #include <graft/detail/dtypes.hpp>
+#include <graft/detail/report_formatter.hpp>
 #include <graft/error.hpp>
 
 namespace graft {
@@ -94,8 +95,7 @@ private:
 
 /// Prints a summary line, then each deviation (up to 10 per kind), then the hints.
 template <>
-struct fmt::formatter<graft::load_report> {
-  constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
+struct fmt::formatter<graft::load_report> : graft::detail::report_formatter {
   template <class Ctx>
   auto format(const graft::load_report& r, Ctx& ctx) const {
     auto out = fmt::format_to(ctx.out(), "loaded {} tensors ({} renamed, {} converted), {} missing, {} unexpected, {} mismatched{}{}: {}",

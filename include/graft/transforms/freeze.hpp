@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include <graft/detail/report_formatter.hpp>
 #include <graft/select/select.hpp>
 
 namespace graft {
@@ -96,8 +97,7 @@ inline parameter_counts count_parameters(const torch::nn::Module& module) {
 /// "froze 60 of 62 tensors (11176512 elements) selected by 'not fc.**'" and, if some were
 /// already frozen, how many changed.
 template <>
-struct fmt::formatter<graft::freeze_result> {
-  constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
+struct fmt::formatter<graft::freeze_result> : graft::detail::report_formatter {
   template <class Ctx>
   auto format(const graft::freeze_result& r, Ctx& ctx) const {
     const char* verb = r.requires_grad ? "unfroze" : "froze";
@@ -113,8 +113,7 @@ struct fmt::formatter<graft::freeze_result> {
 
 /// "trainable: 513000 of 11689512 elements (4.39%) in 2 of 62 tensors".
 template <>
-struct fmt::formatter<graft::parameter_counts> {
-  constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
+struct fmt::formatter<graft::parameter_counts> : graft::detail::report_formatter {
   template <class Ctx>
   auto format(const graft::parameter_counts& c, Ctx& ctx) const {
     double pct = c.elements ? 100.0 * static_cast<double>(c.trainable_elements) / static_cast<double>(c.elements) : 0.0;

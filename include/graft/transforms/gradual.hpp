@@ -18,6 +18,7 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include <graft/detail/report_formatter.hpp>
 #include <graft/detail/pointer_set.hpp>
 #include <graft/error.hpp>
 #include <graft/select/select.hpp>
@@ -149,8 +150,7 @@ private:
 
 /// "epoch 2: stage 'layer4' unfroze 15 tensors (...) and added a group of 15 tensors at lr 0.001".
 template <>
-struct fmt::formatter<graft::unfreeze_stage_result> {
-  constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
+struct fmt::formatter<graft::unfreeze_stage_result> : graft::detail::report_formatter {
   template <class Ctx>
   auto format(const graft::unfreeze_stage_result& r, Ctx& ctx) const {
     return fmt::format_to(ctx.out(), "epoch {}: stage '{}' {}; {}", r.epoch, r.name, r.unfrozen,

@@ -19,6 +19,7 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/instancenorm.h>
 
+#include <graft/detail/report_formatter.hpp>
 #include <graft/detail/module_access.hpp>
 #include <graft/detail/norm_layers.hpp>
 #include <graft/error.hpp>
@@ -198,8 +199,7 @@ inline void train(torch::nn::Module& module, bool on = true) {
 
 /// "froze the statistics of 20 layers selected by 'of_type<BatchNorm2d>'".
 template <>
-struct fmt::formatter<graft::norm_stats_result> {
-  constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
+struct fmt::formatter<graft::norm_stats_result> : graft::detail::report_formatter {
   template <class Ctx>
   auto format(const graft::norm_stats_result& r, Ctx& ctx) const {
     auto out = fmt::format_to(ctx.out(), "{} the statistics of {} layers selected by '{}'",
