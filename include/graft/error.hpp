@@ -1,16 +1,22 @@
 #pragma once
-// graft's one exception family: every error derives from graft::error, carries a kind users
-// can switch on, and a message that starts with "[graft.<kind>]" and names the input.
+// graft's one exception family: every error derives from graft::error, its class is its kind
+// (users catch the class or switch on kind()), its what() starts with "[graft.<kind>]" and
+// names the input, and the bare message and the place (file, key, record, byte offset) are
+// kept apart for code that wraps or inspects it.
 
+#include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <fmt/format.h>
 
 namespace graft {
 
-/// What went wrong, for code that catches graft::error and wants to branch.
+/// What went wrong, for code that catches graft::error and wants to branch. Each kind is one
+/// exception class (format -> format_error, ...), derived from graft::error.
 enum class error_kind {
   pattern,    ///< a glob or regex that cannot be parsed
   selection,  ///< a selector that matched nothing, or a selection that disagrees
@@ -20,7 +26,8 @@ enum class error_kind {
   io,         ///< a file that cannot be opened, read or written
   option,     ///< an option or argument that makes no sense
   state,      ///< an object used in a state that does not allow it
-  distributed ///< a collective that failed or disagreed across ranks
+  distributed,///< a collective that failed or disagreed across ranks
+  type        ///< a value of another type than the one asked for (a checkpoint's int read as a dict)
 };
 
 /// The word used for a kind in messages: "selection", "format", ...
@@ -35,27 +42,65 @@ constexpr std::string_view to_string(error_kind k) noexcept {
     case error_kind::option: return "option";
     case error_kind::state: return "state";
     case error_kind::distributed: return "distributed";
+    case error_kind::type: return "type";
   }
   return "unknown";
 }
 
-/// Base of every exception graft throws.
-class error : public std::runtime_error {
-public:
-  error(error_kind kind, std::string_view what)
-      : std::runtime_error(fmt::format("[graft.{}] {}", to_string(kind), what)), kind_(kind) {}
-  /// The kind of failure.
-  error_kind kind() const noexcept { return kind_; }
-
-private:
-  error_kind kind_;
+/// Where an error happened, for the errors that have a place. Every field may be empty.
+struct error_context {
+  std::string file{};                     ///< the file read or written
+  std::string key{};                      ///< the checkpoint key or tensor name concerned
+  std::string record{};                   ///< the part of the file: a zip record, "the file", ...
+  std::optional<std::uint64_t> offset{};  ///< the byte in `record` (or the file)
+  /// The message names the file itself ("cannot open 'x': ..."); what() does not prefix it.
+  bool file_in_message = false;
 };
 
-#define GRAFT_DEFINE_ERROR(name, k)                                                   \
-  /** An error of kind error_kind::k. */                                              \
-  class name : public error {                                                         \
-  public:                                                                             \
-    explicit name(std::string_view what) : error(error_kind::k, what) {}              \
+/// Base of every exception graft throws. what() is "[graft.<kind>] " then, for an error with a
+/// place, "'<file>': ", the message, and " (byte <offset> of <record>)".
+class error : public std::runtime_error {
+public:
+  error(error_kind kind, std::string_view message, error_context where = {})
+      : std::runtime_error(render(kind, message, where)), kind_(kind), message_(message), where_(std::move(where)) {}
+  /// The kind of failure.
+  error_kind kind() const noexcept { return kind_; }
+  /// The message alone: no kind tag, file or offset (those are in context()).
+  const std::string& message() const noexcept { return message_; }
+  /// Where it happened: file, key, record, byte offset (each empty if unknown).
+  const error_context& context() const noexcept { return where_; }
+  /// what() without the kind tag: to carry the error elsewhere and throw it again there with
+  /// throw_error(kind(), text()).
+  std::string text() const { return body(message_, where_); }
+  /// what() without the kind tag and the file: for an error that wraps this one and names the
+  /// file itself.
+  std::string text_in_file() const {
+    return where_.file_in_message ? message_ : message_ + location(where_);
+  }
+
+private:
+  static std::string location(const error_context& w) {
+    if (!w.offset) return {};
+    return fmt::format(" (byte {} of {})", *w.offset, w.record.empty() ? std::string_view("the file") : std::string_view(w.record));
+  }
+  static std::string body(std::string_view message, const error_context& w) {
+    if (w.file.empty() || w.file_in_message) return fmt::format("{}{}", message, location(w));
+    return fmt::format("'{}': {}{}", w.file, message, location(w));
+  }
+  static std::string render(error_kind kind, std::string_view message, const error_context& w) {
+    return fmt::format("[graft.{}] {}", to_string(kind), body(message, w));
+  }
+  error_kind kind_;
+  std::string message_;
+  error_context where_;
+};
+
+#define GRAFT_DEFINE_ERROR(name, k)                                                                   \
+  /** An error of kind error_kind::k. */                                                              \
+  class name : public error {                                                                         \
+  public:                                                                                             \
+    static constexpr error_kind kind_value = error_kind::k;                                           \
+    explicit name(std::string_view message, error_context where = {}) : error(error_kind::k, message, std::move(where)) {} \
   };
 GRAFT_DEFINE_ERROR(pattern_error, pattern)
 GRAFT_DEFINE_ERROR(selection_error, selection)
@@ -66,6 +111,25 @@ GRAFT_DEFINE_ERROR(io_error, io)
 GRAFT_DEFINE_ERROR(option_error, option)
 GRAFT_DEFINE_ERROR(state_error, state)
 GRAFT_DEFINE_ERROR(distributed_error, distributed)
+GRAFT_DEFINE_ERROR(type_error, type)
 #undef GRAFT_DEFINE_ERROR
+
+/// Throws the exception class of `kind` with `message` and `where`: to re-throw an error of
+/// the same kind elsewhere (on another rank, after a wrapper) without parsing its text.
+[[noreturn]] inline void throw_error(error_kind kind, std::string_view message, error_context where = {}) {
+  switch (kind) {
+    case error_kind::pattern: throw pattern_error(message, std::move(where));
+    case error_kind::selection: throw selection_error(message, std::move(where));
+    case error_kind::key: throw key_error(message, std::move(where));
+    case error_kind::shape: throw shape_error(message, std::move(where));
+    case error_kind::format: throw format_error(message, std::move(where));
+    case error_kind::io: throw io_error(message, std::move(where));
+    case error_kind::option: throw option_error(message, std::move(where));
+    case error_kind::state: throw state_error(message, std::move(where));
+    case error_kind::distributed: throw distributed_error(message, std::move(where));
+    case error_kind::type: throw type_error(message, std::move(where));
+  }
+  throw error(kind, message, std::move(where));
+}
 
 } // namespace graft

@@ -51,24 +51,31 @@ inline state_dict read_checkpoint(const std::string& path) { return state_dict::
 namespace detail {
 
 // Runs `f` on rank `root` and tells every rank whether it succeeded: the root rethrows its own
-// exception; the others throw a distributed_error carrying its message.
+// exception; the others throw an error of the same kind (a distributed_error for an exception
+// that is not graft's) saying which rank failed at what, with the root's message.
 template <class F>
 void on_one_rank(c10d::ProcessGroup& pg, int root, std::string_view what, F&& f) {
   if (root < 0 || root >= pg.getSize())
     throw option_error(fmt::format("{}: rank {} is outside a world of {} processes", what, root, pg.getSize()));
-  std::string failure;
+  std::string failure;  // the kind's number, a space, then the root's error without its tag
   std::exception_ptr caught;
   if (pg.getRank() == root) {
     try {
       f();
+    } catch (const graft::error& e) {
+      failure = fmt::format("{} {}", static_cast<int>(e.kind()), e.text());
+      caught = std::current_exception();
     } catch (const std::exception& e) {
-      failure = e.what();
+      failure = fmt::format("{} {}", static_cast<int>(error_kind::distributed), e.what());
       caught = std::current_exception();
     }
   }
   failure = broadcast_string(pg, failure, root, what);
   if (caught) std::rethrow_exception(caught);
-  if (!failure.empty()) throw distributed_error(fmt::format("{}: rank {} could not {}: {}", who(pg), root, what, failure));
+  if (failure.empty()) return;
+  const auto space = failure.find(' ');
+  const auto kind = static_cast<error_kind>(std::stoi(failure.substr(0, space)));
+  throw_error(kind, fmt::format("{}: rank {} could not {}: {}", who(pg), root, what, failure.substr(space + 1)));
 }
 
 } // namespace detail

@@ -109,11 +109,8 @@ inline value read_libtorch_archive(const std::string& path) {
   try {
     return detail::read_libtorch_zip(file);
   } catch (const format_error& e) {
-    // The zip reader's and unpickler's messages start with the file's name; say what it is once.
-    std::string_view what = e.what();
-    const auto named = fmt::format("[graft.format] '{}': ", path);
-    if (what.starts_with(named)) what.remove_prefix(named.size());
-    throw refuse(what);
+    // The zip reader's and unpickler's errors name the file; say it once, with what it is.
+    throw refuse(e.context().file == path ? e.text_in_file() : e.text());
   } catch (const graft::error&) {
     throw;
   } catch (const c10::Error& e) {

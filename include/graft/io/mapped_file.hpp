@@ -36,16 +36,16 @@ public:
   /// Maps `path`; an io_error naming the file if it cannot be opened or mapped.
   static std::shared_ptr<const mapped_file> open(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw io_error(fmt::format("cannot open '{}': {}", path, std::strerror(errno)));
+    if (fd < 0) throw io_error(fmt::format("cannot open '{}': {}", path, std::strerror(errno)), {.file = path, .file_in_message = true});
     struct ::stat st {};
     if (::fstat(fd, &st) != 0) {
       int e = errno;
       ::close(fd);
-      throw io_error(fmt::format("cannot stat '{}': {}", path, std::strerror(e)));
+      throw io_error(fmt::format("cannot stat '{}': {}", path, std::strerror(e)), {.file = path, .file_in_message = true});
     }
     if (S_ISDIR(st.st_mode)) {
       ::close(fd);
-      throw io_error(fmt::format("'{}' is a directory, not a checkpoint file", path));
+      throw io_error(fmt::format("'{}' is a directory, not a checkpoint file", path), {.file = path, .file_in_message = true});
     }
     std::size_t size = static_cast<std::size_t>(st.st_size);
     void* data = nullptr;
@@ -55,7 +55,7 @@ public:
       if (data == MAP_FAILED) {
         int e = errno;
         ::close(fd);
-        throw io_error(fmt::format("cannot map '{}' ({} bytes): {}", path, size, std::strerror(e)));
+        throw io_error(fmt::format("cannot map '{}' ({} bytes): {}", path, size, std::strerror(e)), {.file = path, .file_in_message = true});
       }
     }
     return std::shared_ptr<const mapped_file>(new mapped_file(path, fd, static_cast<const std::byte*>(data), size));

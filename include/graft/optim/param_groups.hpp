@@ -161,10 +161,6 @@ struct split_options {
   int num_layers = 0;
 };
 
-inline std::string strip_error_prefix(const std::string& what) {
-  auto close = what.find("] ");
-  return close == std::string::npos ? what : what.substr(close + 2);
-}
 
 } // namespace detail
 
@@ -389,7 +385,7 @@ private:
       std::size_t n = detail::for_each_match(*module_, spec.sel, {}, [](const tensor_view&) {});
       if (n == 0) {
         auto e = detail::empty_selection(*module_, spec.sel.describe(), detail::pattern_text(spec.sel), {});
-        throw selection_error(fmt::format("param group '{}': {}", spec.name, detail::strip_error_prefix(e.what())));
+        throw selection_error(fmt::format("param group '{}': {}", spec.name, e.text()));
       }
       throw selection_error(fmt::format(
           "param group '{}' is empty: its {} parameters matched by '{}' are frozen or taken by earlier groups ('{}')",

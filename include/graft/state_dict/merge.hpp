@@ -236,7 +236,8 @@ inline void refuse(const torch::nn::Module& module, load_report r) {
   bool keys = std::any_of(r.missing.begin(), r.missing.end(), [](auto& e) { return !e.allowed; }) ||
               std::any_of(r.unexpected.begin(), r.unexpected.end(), [](auto& e) { return !e.allowed; });
   auto what = fmt::format("cannot load into {}; the model is unchanged.\n{}", module.name(), r);
-  throw load_error(keys ? error_kind::key : error_kind::shape, what, std::move(r));
+  if (keys) throw refused_load<key_error>(what, std::move(r));
+  throw refused_load<shape_error>(what, std::move(r));
 }
 
 } // namespace detail

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <c10/core/ScalarType.h>
@@ -81,15 +83,32 @@ struct load_report {
   }
 };
 
-/// A merge the policy refused: the model is unchanged; report() tells everything.
-class load_error : public error {
+/// A merge the policy refused: the model is unchanged; report() tells everything. It is thrown
+/// as a key_error (keys missing or unexpected) or a shape_error (shapes or dtypes only) that is
+/// also a load_error: catch whichever you need.
+class load_error {
 public:
-  load_error(error_kind k, const std::string& what, load_report r) : error(k, what), report_(std::move(r)) {}
+  explicit load_error(load_report r) : report_(std::move(r)) {}
+  virtual ~load_error() = default;
   const load_report& report() const noexcept { return report_; }
+  /// The graft::error this is: a key_error or a shape_error.
+  virtual const error& as_error() const noexcept = 0;
+  const char* what() const noexcept { return as_error().what(); }
+  error_kind kind() const noexcept { return as_error().kind(); }
 
 private:
   load_report report_;
 };
+
+namespace detail {
+template <class E>
+class refused_load final : public E, public load_error {
+public:
+  refused_load(std::string_view message, load_report r) : E(message), load_error(std::move(r)) {}
+  const error& as_error() const noexcept override { return *this; }
+  const char* what() const noexcept override { return E::what(); }
+};
+} // namespace detail
 
 } // namespace graft
 

@@ -136,7 +136,7 @@ private:
   template <class T>
   const T& get(std::string_view wanted) const {
     if (auto* p = std::get_if<T>(&v_)) return *p;
-    throw state_error(fmt::format("expected a {} value, found {}", wanted, type_name()));
+    throw type_error(fmt::format("expected a {} value, found {}", wanted, type_name()));
   }
   storage v_;
 };

@@ -252,7 +252,7 @@ private:
   }
 
   [[noreturn]] void fail(std::string_view what) const {
-    throw format_error(fmt::format("'{}': {} (byte {} of {})", file_, what, base_ + at_, record_));
+    throw format_error(what, {.file = std::string(file_), .record = std::string(record_), .offset = base_ + at_});
   }
 
   void need(std::size_t k, std::string_view op) const {

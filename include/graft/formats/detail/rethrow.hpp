@@ -22,9 +22,9 @@ decltype(auto) rethrow_as_format_error(const std::string& path, F&& f) {
   } catch (const graft::error&) {
     throw;
   } catch (const c10::Error& e) {
-    throw format_error(fmt::format("'{}': {}", path, e.what_without_backtrace()));
+    throw format_error(e.what_without_backtrace(), {.file = path});
   } catch (const std::bad_alloc&) {
-    throw format_error(fmt::format("'{}': out of memory while reading", path));
+    throw format_error("out of memory while reading", {.file = path});
   }
 }
 

@@ -27,7 +27,7 @@
 namespace graft::detail {
 
 [[noreturn]] inline void fail_format(const std::string& path, std::string_view what) {
-  throw format_error(fmt::format("'{}': {}", path, what));
+  throw format_error(what, {.file = path});
 }
 
 /// The parsed index of a sharded checkpoint: its JSON and the weight map in written order.

@@ -72,7 +72,7 @@ inline std::optional<std::uint64_t> json_index(const nlohmann::ordered_json& j) 
 /// Parses and checks the header of the safetensors file `f`; format_error naming the file.
 inline safetensors_header parse_safetensors_header(const mapped_file& f) {
   const auto& path = f.path();
-  auto fail = [&](std::string_view what) { throw format_error(fmt::format("'{}': {}", path, what)); };
+  auto fail = [&](std::string_view what) { throw format_error(what, {.file = path}); };
   const std::uint64_t size = f.size();
   if (size < 8)
     fail(fmt::format("{} bytes is too short for a safetensors file (its header length alone takes 8)", size));

@@ -96,7 +96,7 @@ private:
   };
 
   [[noreturn]] void fail(std::string_view what, std::size_t at) const {
-    throw format_error(fmt::format("'{}': {} (byte {} of the file, a legacy torch.save file)", path_, what, at));
+    throw format_error(what, {.file = path_, .record = "the file, a legacy torch.save file", .offset = at});
   }
   std::string_view rest() const { return file_->bytes(pos_, file_->size() - pos_); }
 

@@ -174,7 +174,7 @@ public:
   const mapped_file& file() const noexcept { return *file_; }
 
   [[noreturn]] void fail(std::string_view what) const {
-    throw format_error(fmt::format("'{}': {}", file_->path(), what));
+    throw format_error(what, {.file = file_->path()});
   }
 
 private:
