@@ -15,7 +15,7 @@
 
 #include <graft/error.hpp>
 #include <graft/select/concepts.hpp>
-#include <graft/select/glob_parse.hpp>
+#include <graft/select/detail/glob_parse.hpp>
 
 namespace graft {
 

@@ -20,8 +20,8 @@
 
 #include <graft/error.hpp>
 #include <graft/io/mapped_file.hpp>
-#include <graft/formats/safetensors/header.hpp>
-#include <graft/formats/safetensors/json.hpp>
+#include <graft/formats/detail/safetensors_header.hpp>
+#include <graft/formats/detail/json.hpp>
 #include <graft/state_dict/value.hpp>
 
 namespace graft::detail {

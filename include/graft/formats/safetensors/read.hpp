@@ -22,10 +22,10 @@
 #include <graft/detail/dtypes.hpp>
 #include <graft/error.hpp>
 #include <graft/io/mapped_file.hpp>
-#include <graft/formats/safetensors/header.hpp>
+#include <graft/formats/detail/safetensors_header.hpp>
 #include <graft/formats/detail/rethrow.hpp>
 #include <graft/formats/detail/shards.hpp>
-#include <graft/formats/safetensors/json.hpp>
+#include <graft/formats/detail/json.hpp>
 #include <graft/state_dict/value.hpp>
 
 namespace graft {

@@ -18,7 +18,7 @@
 
 #include <graft/error.hpp>
 #include <graft/io/detail/atomic_file.hpp>
-#include <graft/formats/safetensors/header.hpp>
+#include <graft/formats/detail/safetensors_header.hpp>
 #include <graft/state_dict/value.hpp>
 
 namespace graft {

@@ -20,7 +20,7 @@
 #include <graft/detail/dtypes.hpp>
 #include <graft/error.hpp>
 #include <graft/io/mapped_file.hpp>
-#include <graft/formats/safetensors/json.hpp>
+#include <graft/formats/detail/json.hpp>
 
 namespace graft::detail {
 
