@@ -33,24 +33,24 @@ graft_install_packages() {
 
 # Python environments under build/venv (made once, kept across builds):
 #   vision: Debian's Python with its torch 1.13 and torchvision 0.14, plus timm and safetensors;
-#   torch2: PyTorch 2.13.0 (its libtorch is what the torch2 preset builds against), safetensors.
+#   torch2: PyTorch 2.13.0 (its libtorch is what the torch2 preset builds against), safetensors,
+#           and peft 0.21 (the oracle of the LoRA tests of both presets).
 # Pinned versions only: an unpinned torch would fetch a multi-GB CUDA build.
 GRAFT_VENV="$GRAFT_ROOT/build/venv"
 graft_python_env() {
   local name=$1 py=/usr/bin/python3
-  local env="$GRAFT_VENV/$name"
-  [ -x "$env/bin/python" ] && [ -e "$env/.graft-ready" ] && return
+  local env="$GRAFT_VENV/$name" flags=() packages=()
+  case "$name" in
+    vision) flags=(--system-site-packages); packages=(--no-deps timm==1.0.31 safetensors==0.8.0) ;;
+    torch2) packages=(torch==2.13.0 safetensors==0.8.0 numpy peft==0.21.0) ;;
+  esac
+  # The marker records what was installed: an environment made for another list is made again.
+  [ -x "$env/bin/python" ] && [ "$(cat "$env/.graft-ready" 2>/dev/null)" = "${packages[*]}" ] && return
   echo "graft: making the Python environment $env"
   rm -rf "$env"
-  case "$name" in
-    vision)
-      "$py" -m venv --system-site-packages "$env"
-      "$env/bin/pip" install -q --no-deps timm==1.0.31 safetensors==0.8.0 ;;
-    torch2)
-      "$py" -m venv "$env"
-      "$env/bin/pip" install -q torch==2.13.0 safetensors==0.8.0 numpy ;;
-  esac
-  touch "$env/.graft-ready"
+  "$py" -m venv "${flags[@]}" "$env"
+  "$env/bin/pip" install -q "${packages[@]}"
+  echo "${packages[*]}" > "$env/.graft-ready"
 }
 
 graft_build() {

@@ -1,6 +1,6 @@
 #pragma once
 // Everything graft offers: selectors, freezing, param groups and schedules, state-dict
-// pipelines and checkpoint formats.
+// pipelines, checkpoint formats and LoRA adapters.
 #include <graft/error.hpp>
 #include <graft/walk.hpp>
 #include <graft/select.hpp>
@@ -8,3 +8,4 @@
 #include <graft/optim.hpp>
 #include <graft/state_dict.hpp>
 #include <graft/formats.hpp>
+#include <graft/lora.hpp>

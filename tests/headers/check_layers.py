@@ -20,7 +20,8 @@ BELOW = {
     "state_dict": ["base", "walk", "select", "io"],
     "formats": ["base", "walk", "select", "io", "state_dict"],
     "distributed": ["base", "walk", "select", "transforms", "optim", "io", "state_dict", "formats"],
-    "all": ["base", "walk", "select", "transforms", "optim", "io", "state_dict", "formats", "distributed"],
+    "lora": ["base", "walk", "select", "transforms", "optim", "io", "state_dict", "formats"],
+    "all": ["base", "walk", "select", "transforms", "optim", "io", "state_dict", "formats", "lora", "distributed"],
 }
 
 

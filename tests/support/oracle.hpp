@@ -41,12 +41,12 @@ inline std::string python_for(const std::string& code) {
   return vision ? GRAFT_PYTHON_VISION : GRAFT_PYTHON;
 }
 
-/// Runs `code` with the Python that has torch; returns its stdout. Throws if it exits non-zero.
-inline std::string run_python(const std::string& code) {
+/// Runs `code` with `python`; returns its stdout. Throws if it exits non-zero.
+inline std::string run_python_with(const std::string& python, const std::string& code) {
   scratch_dir dir;
   auto script = dir.file("oracle.py");
   std::ofstream(script) << code;
-  std::string cmd = python_for(code) + " " + script + " 2>&1";
+  std::string cmd = python + " " + script + " 2>&1";
   std::string out;
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) throw std::runtime_error("cannot start " + cmd);
@@ -56,5 +56,9 @@ inline std::string run_python(const std::string& code) {
   if (rc != 0) throw std::runtime_error("python oracle failed (" + std::to_string(rc) + "):\n" + out);
   return out;
 }
+
+/// Runs `code` with the Python that has torch (or torchvision, see python_for); returns its
+/// stdout. Throws if it exits non-zero.
+inline std::string run_python(const std::string& code) { return run_python_with(python_for(code), code); }
 
 } // namespace graft::test

@@ -1,0 +1,474 @@
+#pragma once
+// LoRA: trainable low-rank adapters beside the Linear, Conv and Embedding layers a selector
+// picks, on any torch::nn::Module, with PEFT's math. A wrapped layer keeps its registered
+// `weight` as the frozen base W0 and gets two child modules, lora_A and lora_B; the layer's
+// weight member, which its forward() reads, becomes W0 + scale·ΔW(A, B), recomputed by
+// refresh() before each training forward. merge() folds the adapter into W0 for inference.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <re2/re2.h>
+#include <torch/nn.h>  // the module headers are not self-contained: take them whole
+
+#include <graft/detail/report_formatter.hpp>
+#include <graft/error.hpp>
+#include <graft/select/module.hpp>
+#include <graft/select/select.hpp>
+#include <graft/state_dict/state_dict.hpp>
+
+namespace graft::lora {
+
+/// Which biases train (and are saved with the adapter), as PEFT's `bias` option.
+enum class bias_mode { none, all, lora_only };
+/// How new adapters start, as PEFT's `init_lora_weights`: kaiming (True: A Kaiming-uniform
+/// with a = sqrt(5), B zeros, so a new adapter changes nothing), gaussian (A normal with std
+/// 1/r, B zeros), none (False: both random; the model's outputs change at once). Embeddings
+/// start as PEFT starts them: A zeros and B standard normal (none: both standard normal).
+enum class init_mode { kaiming, gaussian, none };
+
+constexpr std::string_view to_string(bias_mode b) noexcept {
+  return b == bias_mode::all ? "all" : b == bias_mode::lora_only ? "lora_only" : "none";
+}
+
+/// One rank (or alpha) for the layers whose path matches `pattern` by PEFT's rule for
+/// rank_pattern / alpha_pattern: the whole path, or a dotted suffix of it, matches the regular
+/// expression (`(.*\.)?(pattern)$`). The first matching entry wins.
+template <class T>
+struct pattern_value {
+  std::string pattern;
+  T value;
+};
+
+/// The adapter's settings, named as PEFT names them.
+struct options {
+  std::int64_t r = 8;            ///< the rank
+  double alpha = 8;              ///< lora_alpha: scale = alpha / r (or alpha / sqrt(r) with rslora)
+  double dropout = 0;            ///< lora_dropout: drops input features of A while training (see docs/lora.md)
+  bool rslora = false;           ///< use_rslora
+  init_mode init = init_mode::kaiming;
+  bias_mode bias = bias_mode::none;
+  std::vector<pattern_value<std::int64_t>> rank_pattern{};  ///< per-layer ranks
+  std::vector<pattern_value<double>> alpha_pattern{};       ///< per-layer alphas
+};
+
+/// The kind of layer an adapter sits beside.
+enum class layer_kind { linear, conv, embedding };
+
+/// Linear, Conv1d/2d/3d and Embedding: the layers LoRA wraps. `targets & lora::wrappable`
+/// narrows a broad selector ("layer4.**") to them.
+inline const auto wrappable = labeled(
+    of_type<torch::nn::LinearImpl, torch::nn::Conv1dImpl, torch::nn::Conv2dImpl, torch::nn::Conv3dImpl, torch::nn::EmbeddingImpl>,
+    "lora::wrappable");
+
+/// One wrapped layer.
+struct layer {
+  std::string path;          ///< the layer's dotted path in the model ("" for the model itself)
+  std::string type;          ///< "Linear", "Conv2d", "Embedding"
+  layer_kind kind;
+  torch::nn::Module* module; ///< the layer
+  torch::Tensor* weight;     ///< the layer's weight member, which its forward() reads
+  torch::Tensor base;        ///< W0: the registered, frozen weight
+  torch::Tensor A;           ///< lora_A.weight: (r, in) / (r, in, k...) / (r, num_embeddings)
+  torch::Tensor B;           ///< lora_B.weight: (out, r) / (out, r, 1...) / (embedding_dim, r)
+  std::int64_t r;
+  double alpha;
+  double scale;              ///< alpha / r, or alpha / sqrt(r) with rslora
+
+  /// scale·ΔW in the shape of the base weight: B·A (linear), B·A over the kernel (conv),
+  /// (B·A)ᵀ (embedding). Differentiable in A and B.
+  torch::Tensor delta() const { return delta(A, B); }
+  torch::Tensor delta(const torch::Tensor& a, const torch::Tensor& b) const {
+    switch (kind) {
+      case layer_kind::linear: return torch::matmul(b, a).mul_(scale);
+      case layer_kind::conv: return torch::matmul(b.flatten(1), a.flatten(1)).view(base.sizes()).mul_(scale);
+      case layer_kind::embedding: return torch::matmul(b, a).t().mul(scale);
+    }
+    return {};
+  }
+  /// The adapter's trainable elements.
+  std::int64_t elements() const { return A.numel() + B.numel(); }
+};
+
+/// What attach() did.
+struct attach_report {
+  std::vector<std::string> layers;           ///< paths of the wrapped layers
+  std::vector<std::string> types;            ///< their types
+  std::vector<std::int64_t> ranks;           ///< their ranks
+  std::vector<double> scales;                ///< their scales
+  std::int64_t adapter_elements = 0;         ///< elements of every lora_A and lora_B
+  std::vector<std::string> modules_to_save;  ///< modules trained fully and saved with the adapter
+  bias_mode bias = bias_mode::none;
+  std::int64_t elements = 0;                 ///< the model's parameter elements, adapters included
+  std::int64_t trainable_before = 0;         ///< trainable elements before attach()
+  std::int64_t trainable_after = 0;          ///< trainable elements after
+};
+
+namespace detail {
+
+/// The holder of one adapter factor: a module whose one parameter is `weight`.
+struct factor_impl : torch::nn::Module {
+  explicit factor_impl(torch::Tensor w) { weight = register_parameter("weight", std::move(w)); }
+  torch::Tensor weight;
+};
+
+inline bool full_match(std::string_view pattern, std::string_view text, std::string_view what) {
+  RE2::Options o;
+  o.set_log_errors(false);
+  RE2 re(re2::StringPiece(pattern.data(), pattern.size()), o);
+  if (!re.ok()) throw pattern_error(fmt::format("invalid regex '{}' in {}: {}", pattern, what, re.error()));
+  return RE2::FullMatch(re2::StringPiece(text.data(), text.size()), re);
+}
+
+/// PEFT's rank_pattern / alpha_pattern rule: `path` matches `(.*\.)?(pattern)$`.
+inline bool pattern_matches(std::string_view pattern, std::string_view path, std::string_view what) {
+  return full_match(fmt::format("(.*\\.)?(?:{})", pattern), path, what);
+}
+
+template <class T>
+T value_for(const std::vector<pattern_value<T>>& patterns, std::string_view path, T fallback, std::string_view what) {
+  for (const auto& p : patterns)
+    if (pattern_matches(p.pattern, path, what)) return p.value;
+  return fallback;
+}
+
+struct layer_plan {
+  std::string path;
+  torch::nn::Module* module;
+};
+
+inline std::string parent_path(std::string_view tensor_path) {
+  auto dot = tensor_path.rfind('.');
+  return dot == std::string_view::npos ? std::string() : std::string(tensor_path.substr(0, dot));
+}
+
+} // namespace detail
+
+/// The adapters attach() put on a model. Keep it while the model trains: refresh() before
+/// each training forward, merge() for inference, save() (graft/lora/peft.hpp) to ship them.
+class adapters {
+public:
+  adapters(torch::nn::Module& model, std::vector<layer> layers, options opts,
+           std::vector<selected_tensor> saved, attach_report report)
+      : model_(&model), layers_(std::move(layers)), options_(std::move(opts)), saved_(std::move(saved)),
+        report_(std::move(report)) {}
+
+  /// The wrapped layers, in the model's order.
+  const std::vector<layer>& layers() const noexcept { return layers_; }
+  /// The options they were made with.
+  const lora::options& options() const noexcept { return options_; }
+  /// What attach() did.
+  const attach_report& report() const noexcept { return report_; }
+  /// The model they sit on.
+  torch::nn::Module& model() const noexcept { return *model_; }
+  /// Whether merge() folded them into the base weights.
+  bool merged() const noexcept { return merged_; }
+
+  /// Recomputes each layer's weight as W0 + scale·ΔW from the current A and B. Call it before
+  /// every forward whose backward trains the adapters (each training step), and after the
+  /// optimizer changed A or B before an evaluation. Under torch::NoGradGuard it records no
+  /// graph. While merged, the weights already hold the adapters and it does nothing.
+  void refresh() {
+    if (merged_) return;
+    for (auto& l : layers_) {
+      torch::Tensor a = l.A;
+      if (options_.dropout > 0 && l.kind != layer_kind::embedding && model_->is_training()) {
+        // Drops input features of A (columns of the linear map), with one mask per step.
+        auto keep = torch::empty({l.A.size(1)}, l.A.options().requires_grad(false)).bernoulli_(1.0 - options_.dropout);
+        std::vector<std::int64_t> shape(static_cast<std::size_t>(l.A.dim()), 1);
+        shape[1] = l.A.size(1);
+        a = l.A * (keep.view(shape) / (1.0 - options_.dropout));
+      }
+      *l.weight = l.base + l.delta(a, l.B);
+    }
+  }
+
+  /// Folds scale·ΔW into each base weight: the layers then run at their own cost. The adapters
+  /// stay (unmerge() takes them back out).
+  void merge() {
+    if (merged_) throw state_error("the adapters are merged already");
+    torch::NoGradGuard no_grad;
+    for (auto& l : layers_) {
+      l.base.add_(l.delta());
+      *l.weight = l.base;
+    }
+    merged_ = true;
+  }
+
+  /// Subtracts what merge() added; the layers run with separate adapters again.
+  void unmerge() {
+    if (!merged_) throw state_error("the adapters are not merged");
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& l : layers_) l.base.sub_(l.delta());
+    }
+    merged_ = false;
+    refresh();
+  }
+
+  /// Removes the adapters from the model: the lora_A/lora_B children go, and each layer's
+  /// weight is its registered W0 again (with the adapters folded in if merged). The model's
+  /// state dict then has its original keys. These adapters are empty afterwards.
+  void unload() {
+    for (auto& l : layers_) {
+      *l.weight = l.base;
+      l.module->unregister_module("lora_A");
+      l.module->unregister_module("lora_B");
+    }
+    layers_.clear();
+    saved_.clear();
+  }
+
+  /// Merges and removes the adapters (PEFT's merge_and_unload).
+  void merge_and_unload() {
+    if (!merged_) merge();
+    unload();
+  }
+
+  /// Every tensor the adapter trains and saves, under its path in the model: lora_A and lora_B
+  /// of each layer, the trained biases, and the modules_to_save parameters.
+  const std::vector<selected_tensor>& saved() const noexcept { return saved_; }
+
+  /// The trainable parameters: for an optimizer or param_groups.
+  std::vector<torch::Tensor> parameters() const {
+    std::vector<torch::Tensor> p;
+    for (auto& s : saved_)
+      if (s.kind == tensor_kind::parameter && s.tensor.requires_grad()) p.push_back(s.tensor);
+    return p;
+  }
+
+private:
+  torch::nn::Module* model_;
+  std::vector<layer> layers_;
+  lora::options options_;
+  std::vector<selected_tensor> saved_;
+  attach_report report_;
+  bool merged_ = false;
+};
+
+namespace detail {
+
+inline std::int64_t trainable_elements(const torch::nn::Module& m) {
+  std::int64_t n = 0;
+  for (auto t : walk(m))
+    if (t.tensor().requires_grad()) n += t.tensor().numel();
+  return n;
+}
+
+/// What a module is to LoRA: its kind and type name, or an error naming it.
+inline std::pair<layer_kind, std::string> classify(torch::nn::Module& m, const std::string& path, std::string_view picked_by) {
+  auto where = path.empty() ? std::string("the model") : fmt::format("'{}'", path);
+  if (dynamic_cast<torch::nn::LinearImpl*>(&m)) return {layer_kind::linear, "Linear"};
+  if (dynamic_cast<torch::nn::EmbeddingImpl*>(&m)) return {layer_kind::embedding, "Embedding"};
+  auto conv = [&](auto* c, const char* name) -> std::pair<layer_kind, std::string> {
+    if (c->options.groups() != 1)
+      throw option_error(fmt::format("LoRA cannot wrap {} ({} with groups={}): its adapter could not be merged into "
+                                     "the weight, as PEFT refuses to merge it; leave grouped convolutions out of the targets",
+                                     where, name, c->options.groups()));
+    return {layer_kind::conv, name};
+  };
+  if (auto* c = dynamic_cast<torch::nn::Conv1dImpl*>(&m)) return conv(c, "Conv1d");
+  if (auto* c = dynamic_cast<torch::nn::Conv2dImpl*>(&m)) return conv(c, "Conv2d");
+  if (auto* c = dynamic_cast<torch::nn::Conv3dImpl*>(&m)) return conv(c, "Conv3d");
+  throw selection_error(fmt::format("LoRA cannot wrap {} ({}), picked by '{}': it wraps Linear, Conv1d/2d/3d and "
+                                    "Embedding layers (add '& graft::lora::wrappable' to the selector)",
+                                    where, graft::detail::short_type_name(typeid(m)), picked_by));
+}
+
+inline torch::Tensor* weight_member(torch::nn::Module& m, layer_kind kind) {
+  switch (kind) {
+    case layer_kind::linear: return &dynamic_cast<torch::nn::LinearImpl&>(m).weight;
+    case layer_kind::embedding: return &dynamic_cast<torch::nn::EmbeddingImpl&>(m).weight;
+    case layer_kind::conv:
+      if (auto* c = dynamic_cast<torch::nn::Conv1dImpl*>(&m)) return &c->weight;
+      if (auto* c = dynamic_cast<torch::nn::Conv2dImpl*>(&m)) return &c->weight;
+      return &dynamic_cast<torch::nn::Conv3dImpl&>(m).weight;
+  }
+  return nullptr;
+}
+
+/// A's and B's shapes for a layer of base weight `w`.
+inline std::pair<std::vector<std::int64_t>, std::vector<std::int64_t>> factor_shapes(layer_kind kind, const torch::Tensor& w,
+                                                                                       std::int64_t r) {
+  switch (kind) {
+    case layer_kind::linear: return {{r, w.size(1)}, {w.size(0), r}};
+    case layer_kind::embedding: return {{r, w.size(0)}, {w.size(1), r}};
+    case layer_kind::conv: {
+      std::vector<std::int64_t> a = w.sizes().vec(), b(static_cast<std::size_t>(w.dim()), 1);
+      a[0] = r;
+      b[0] = w.size(0);
+      b[1] = r;
+      return {a, b};
+    }
+  }
+  return {};
+}
+
+inline void init_factors(layer_kind kind, init_mode init, torch::Tensor& a, torch::Tensor& b, std::int64_t r) {
+  torch::NoGradGuard no_grad;
+  if (kind == layer_kind::embedding) {
+    // PEFT: embeddings start with A zeros and B standard normal (gaussian included); none
+    // draws both from the standard normal.
+    if (init == init_mode::none) {
+      torch::nn::init::normal_(a);
+      torch::nn::init::normal_(b);
+    } else {
+      a.zero_();
+      torch::nn::init::normal_(b);
+    }
+    return;
+  }
+  if (init == init_mode::gaussian)
+    torch::nn::init::normal_(a, 0.0, 1.0 / static_cast<double>(r));
+  else
+    torch::nn::init::kaiming_uniform_(a, std::sqrt(5.0));
+  if (init == init_mode::none)
+    torch::nn::init::kaiming_uniform_(b, std::sqrt(5.0));
+  else
+    b.zero_();
+}
+
+/// Wraps the planned layers; every check happens before the model changes.
+template <selector M>
+adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, const options& opts,
+                       const M* modules_to_save, std::string_view picked_by) {
+  if (plan.empty()) throw selection_error(fmt::format("LoRA targets '{}' picked no layer of {}", picked_by, model.name()));
+  if (opts.r <= 0) throw option_error(fmt::format("LoRA rank r must be positive, not {}", opts.r));
+  if (!(opts.dropout >= 0 && opts.dropout < 1)) throw option_error(fmt::format("LoRA dropout must be in [0, 1), not {}", opts.dropout));
+
+  std::vector<layer> layers;
+  for (auto& p : plan) {
+    auto [kind, type] = classify(*p.module, p.path, picked_by);
+    for (auto* child : {"lora_A", "lora_B"})
+      if (p.module->named_children().contains(child))
+        throw state_error(fmt::format("'{}' has LoRA adapters already (a child '{}'): unload() them first", p.path, child));
+    auto r = value_for(opts.rank_pattern, p.path, opts.r, "rank_pattern");
+    auto alpha = value_for(opts.alpha_pattern, p.path, opts.alpha, "alpha_pattern");
+    if (r <= 0) throw option_error(fmt::format("LoRA rank for '{}' must be positive, not {}", p.path, r));
+    torch::Tensor base = p.module->named_parameters(false)["weight"];
+    auto scale = opts.rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
+    layers.push_back({p.path, std::move(type), kind, p.module, weight_member(*p.module, kind), base, {}, {}, r, alpha, scale});
+  }
+  std::vector<selected_tensor> to_save_modules;
+  if (modules_to_save) {
+    auto picked = select(model, *modules_to_save);
+    to_save_modules.assign(picked.begin(), picked.end());
+  }
+
+  // Nothing has changed so far; from here on nothing throws but allocation.
+  attach_report rep;
+  rep.trainable_before = trainable_elements(model);
+  for (auto t : walk(model)) t.tensor().set_requires_grad(false);
+  for (auto& l : layers) {
+    auto [sa, sb] = factor_shapes(l.kind, l.base, l.r);
+    auto a = torch::empty(sa, l.base.options().requires_grad(false));
+    auto b = torch::empty(sb, l.base.options().requires_grad(false));
+    init_factors(l.kind, opts.init, a, b, l.r);
+    l.A = l.module->register_module("lora_A", std::make_shared<factor_impl>(a.set_requires_grad(true)))->weight;
+    l.B = l.module->register_module("lora_B", std::make_shared<factor_impl>(b.set_requires_grad(true)))->weight;
+    rep.layers.push_back(l.path);
+    rep.types.push_back(l.type);
+    rep.ranks.push_back(l.r);
+    rep.scales.push_back(l.scale);
+    rep.adapter_elements += l.elements();
+  }
+  // What the adapter trains and saves, in the model's order.
+  std::vector<selected_tensor> saved;
+  std::vector<std::string> lora_paths;
+  for (auto& l : layers) lora_paths.push_back(l.path);
+  auto is_lora_layer = [&](std::string_view module_path) {
+    return std::find(lora_paths.begin(), lora_paths.end(), module_path) != lora_paths.end();
+  };
+  auto in_to_save = [&](const torch::Tensor& t) {
+    return std::any_of(to_save_modules.begin(), to_save_modules.end(),
+                       [&](auto& s) { return s.tensor.unsafeGetTensorImpl() == t.unsafeGetTensorImpl(); });
+  };
+  for (auto t : walk(model)) {
+    auto path = std::string(t.path());
+    auto owner = parent_path(path);
+    bool adapter = t.name() == "weight" && (owner.ends_with(".lora_A") || owner.ends_with(".lora_B") || owner == "lora_A" || owner == "lora_B");
+    bool bias = t.name() == "bias" &&
+                (opts.bias == bias_mode::all || (opts.bias == bias_mode::lora_only && is_lora_layer(owner)));
+    bool whole = in_to_save(t.tensor());
+    if (!(adapter || bias || whole)) continue;
+    t.tensor().set_requires_grad(true);
+    saved.push_back({path, t.tensor(), const_cast<torch::nn::Module*>(&t.owner()), t.kind()});
+  }
+  for (auto& s : to_save_modules) {
+    auto owner = parent_path(s.path);
+    if (std::find(rep.modules_to_save.begin(), rep.modules_to_save.end(), owner) == rep.modules_to_save.end())
+      rep.modules_to_save.push_back(owner);
+  }
+  rep.bias = opts.bias;
+  rep.trainable_after = trainable_elements(model);
+  for (auto t : walk(model)) rep.elements += t.tensor().numel();
+
+  adapters out(model, std::move(layers), opts, std::move(saved), std::move(rep));
+  out.refresh();
+  return out;
+}
+
+/// The layers a selector picks: the distinct modules owning the parameters it selects.
+template <selector S>
+std::vector<layer_plan> plan_layers(torch::nn::Module& model, const S& targets) {
+  std::vector<layer_plan> plan;
+  for (auto& t : select(model, targets)) {
+    auto path = parent_path(t.path);
+    if (plan.empty() || plan.back().module != t.owner)
+      if (std::none_of(plan.begin(), plan.end(), [&](auto& p) { return p.module == t.owner; }))
+        plan.push_back({std::move(path), t.owner});
+  }
+  return plan;
+}
+
+struct no_modules_to_save : selector_base {
+  static constexpr needs requirement = needs::name;
+  bool matches(const tensor_view&) const { return false; }
+  std::string describe() const { return "nothing"; }
+};
+
+} // namespace detail
+
+/// Puts LoRA adapters beside every layer owning a parameter `targets` selects, freezes the
+/// rest of the model, and makes the adapters (and the biases `opts.bias` names) trainable.
+/// A selected layer LoRA cannot wrap is a selection_error naming it; an empty selection is one
+/// too. Transactional: on any error the model is unchanged.
+template <selector S>
+adapters attach(torch::nn::Module& model, const S& targets, const options& opts = {}) {
+  return detail::attach_layers<detail::no_modules_to_save>(model, detail::plan_layers(model, targets), opts, nullptr,
+                                                           targets.describe());
+}
+
+/// As above; the modules owning what `modules_to_save` selects (e.g. a new head) also train
+/// fully and are saved with the adapter, as PEFT's modules_to_save.
+template <selector S, selector M>
+adapters attach(torch::nn::Module& model, const S& targets, const options& opts, const M& modules_to_save) {
+  return detail::attach_layers(model, detail::plan_layers(model, targets), opts, &modules_to_save, targets.describe());
+}
+
+} // namespace graft::lora
+
+/// "LoRA on 20 layers (rank 8): trainable 11689512 -> 157706 elements (1.34% of 11829386)",
+/// then one line per layer.
+template <>
+struct fmt::formatter<graft::lora::attach_report> : graft::detail::report_formatter {
+  template <class Ctx>
+  auto format(const graft::lora::attach_report& r, Ctx& ctx) const {
+    double pct = r.elements ? 100.0 * static_cast<double>(r.trainable_after) / static_cast<double>(r.elements) : 0.0;
+    auto out = fmt::format_to(ctx.out(), "LoRA on {} layers ({} adapter elements): trainable {} -> {} elements ({:.2f}% of {})",
+                              r.layers.size(), r.adapter_elements, r.trainable_before, r.trainable_after, pct, r.elements);
+    if (r.bias != graft::lora::bias_mode::none) out = fmt::format_to(out, "; biases: {}", graft::lora::to_string(r.bias));
+    if (!r.modules_to_save.empty()) out = fmt::format_to(out, "; trained and saved whole: {}", fmt::join(r.modules_to_save, ", "));
+    for (std::size_t i = 0; i < r.layers.size(); ++i)
+      out = fmt::format_to(out, "\n  {} ({}): r={} scale={:g}", r.layers[i], r.types[i], r.ranks[i], r.scales[i]);
+    return out;
+  }
+};

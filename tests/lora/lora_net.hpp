@@ -1,0 +1,117 @@
+#pragma once
+// The model the LoRA tests share: an Embedding, a strided 3x3 and a 1x1 Conv2d, BatchNorm, two
+// Linear layers; and the same model in Python, for the oracles.
+
+#include <string>
+
+#include <torch/torch.h>
+
+#include <graft/graft.hpp>
+
+#include "oracle.hpp"
+
+namespace graft::test {
+
+struct LoraNetImpl : torch::nn::Module {
+  torch::nn::Embedding emb{nullptr};
+  torch::nn::Conv2d conv3{nullptr}, conv1{nullptr};
+  torch::nn::BatchNorm2d bn{nullptr};
+  torch::nn::Linear lin1{nullptr}, fc{nullptr};
+  LoraNetImpl() {
+    emb = register_module("emb", torch::nn::Embedding(10, 8));
+    conv3 = register_module("conv3", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 6, 3).stride(2).padding(1)));
+    conv1 = register_module("conv1", torch::nn::Conv2d(6, 4, 1));
+    bn = register_module("bn", torch::nn::BatchNorm2d(4));
+    lin1 = register_module("lin1", torch::nn::Linear(8, 16));
+    fc = register_module("fc", torch::nn::Linear(20, 5));
+    torch::NoGradGuard no_grad;
+    bn->running_mean.normal_(0, 0.5);
+    bn->running_var.uniform_(0.5, 2.0);
+    bn->weight.uniform_(0.5, 1.5);
+    bn->bias.normal_(0, 0.1);
+  }
+  torch::Tensor forward(const torch::Tensor& img, const torch::Tensor& tok) {
+    auto x = bn(conv1(torch::relu(conv3(img)))).mean({2, 3});
+    auto h = torch::relu(lin1(emb(tok).mean(1)));
+    return fc(torch::cat({h, x}, 1));
+  }
+};
+TORCH_MODULE(LoraNet);
+
+inline const std::string lora_net_python = R"(
+import json, math, sys
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.conv3 = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.conv1 = nn.Conv2d(6, 4, 1)
+        self.bn = nn.BatchNorm2d(4)
+        self.lin1 = nn.Linear(8, 16)
+        self.fc = nn.Linear(20, 5)
+    def forward(self, img, tok):
+        x = self.bn(self.conv1(torch.relu(self.conv3(img)))).mean((2, 3))
+        h = torch.relu(self.lin1(self.emb(tok).mean(1)))
+        return self.fc(torch.cat([h, x], 1))
+
+def base_net(d):
+    m = Net()
+    m.load_state_dict(load_file(d + '/base.safetensors'))
+    return m.eval()
+
+def inputs(d):
+    i = load_file(d + '/inputs.safetensors')
+    return i['img'], i['tok']
+)";
+
+/// A model with the base weights written to dir/base.safetensors, and inputs in
+/// dir/inputs.safetensors.
+struct lora_fixture {
+  scratch_dir dir;
+  LoraNet net;
+  torch::Tensor img, tok;
+  lora_fixture() {
+    torch::manual_seed(7);
+    net->eval();
+    img = torch::randn({4, 3, 8, 8});
+    tok = torch::randint(0, 10, {4, 5}, torch::kLong);
+    graft::save(graft::state_dict(*net), dir.file("base.safetensors"));
+    graft::write_safetensors(dir.file("inputs.safetensors"), {{"img", img}, {"tok", tok}});
+  }
+  std::string path() const { return dir.path().string(); }
+  /// A fresh model holding the base weights.
+  LoraNet fresh() const {
+    LoraNet m;
+    graft::merge(*m, graft::read(dir.file("base.safetensors")).load());
+    m->eval();
+    return m;
+  }
+  torch::Tensor run(LoraNet& m) const {
+    torch::NoGradGuard no_grad;
+    return m->forward(img, tok);
+  }
+};
+
+/// Max |a - b|.
+inline double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+/// The state of a model as plain copies, to tell whether anything changed.
+inline std::vector<std::pair<std::string, torch::Tensor>> snapshot(const torch::nn::Module& m) {
+  std::vector<std::pair<std::string, torch::Tensor>> s;
+  for (auto& e : graft::state_dict(m)) s.emplace_back(e.key, e.tensor.detach().clone());
+  return s;
+}
+inline bool same_state(const std::vector<std::pair<std::string, torch::Tensor>>& a, const torch::nn::Module& m) {
+  auto b = snapshot(m);
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (a[i].first != b[i].first || !torch::equal(a[i].second, b[i].second)) return false;
+  return true;
+}
+
+} // namespace graft::test

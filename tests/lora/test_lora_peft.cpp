@@ -1,0 +1,189 @@
+// LoRA against the real peft package: folders PEFT writes load in graft with PEFT's outputs,
+// folders graft writes load in PEFT with graft's outputs, merges agree, and target_modules,
+// exclude_modules, modules_to_save and rank/alpha patterns pick what PEFT picks.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <sstream>
+
+#include "lora_net.hpp"
+
+using namespace graft::literals;
+using graft::test::lora_fixture;
+using graft::test::max_diff;
+
+namespace {
+
+std::string run_peft(const std::string& code) {
+  return graft::test::run_python_with(GRAFT_PYTHON_PEFT, graft::test::lora_net_python + "\nfrom peft import LoraConfig, PeftModel, get_peft_model\n" + code);
+}
+
+// The model's modules as "path:Type" lines.
+std::string module_list(torch::nn::Module& m) {
+  std::string s;
+  graft::for_each_module(m, [&](torch::nn::Module& x, std::string_view path) {
+    if (!path.empty()) s += fmt::format("{}:{}\n", path, graft::detail::short_type_name(typeid(x)));
+  });
+  return s;
+}
+
+} // namespace
+
+TEST_CASE("lora/peft: adapter folders PEFT writes load in graft and give PEFT's outputs", "[lora][peft]") {
+  lora_fixture fx;
+  struct config_case {
+    const char* json;
+    bool safetensors;
+  };
+  int n = 0;
+  for (auto c : {config_case{R"({"r": 4, "lora_alpha": 8, "target_modules": ["emb", "conv3", "conv1", "lin1"]})", true},
+                 config_case{R"j({"r": 4, "lora_alpha": 6, "use_rslora": true, "target_modules": ".*(conv\\d|lin1)", "bias": "lora_only", "modules_to_save": ["fc"]})j", true},
+                 config_case{R"({"r": 2, "lora_alpha": 4, "rank_pattern": {"conv3": 3}, "alpha_pattern": {"lin1": 5}, "target_modules": ["conv3", "lin1", "emb"], "bias": "all"})", false}}) {
+    INFO(c.json);
+    auto folder = fmt::format("peft{}", n++);
+    auto out = run_peft(fmt::format(R"(
+d = '{}'
+torch.manual_seed(3)
+cfg = json.loads(r'''{}''')
+pm = get_peft_model(base_net(d), LoraConfig(init_lora_weights=False, **cfg))
+with torch.no_grad():
+    for n, p in pm.named_parameters():
+        if p.requires_grad and 'lora_' not in n:
+            p.normal_()  # trained biases and modules_to_save: make them differ from the base
+pm.save_pretrained(d + '/{}', safe_serialization={})
+pm.eval()
+img, tok = inputs(d)
+with torch.no_grad():
+    save_file({{'y': pm(img, tok)}}, d + '/peft_out.safetensors')
+    save_file({{k: v.contiguous() for k, v in pm.merge_and_unload().state_dict().items()}}, d + '/peft_merged.safetensors')
+)",
+                                    fx.path(), c.json, folder, c.safetensors ? "True" : "False"));
+    CHECK(std::filesystem::exists(fx.dir.file(folder + (c.safetensors ? "/adapter_model.safetensors" : "/adapter_model.bin"))));
+    auto net = fx.fresh();
+    auto ad = graft::lora::load(*net, fx.dir.file(folder));
+    auto want = graft::read(fx.dir.file("peft_out.safetensors")).load().at("y");
+    CHECK(max_diff(fx.run(net), want) <= 1e-5);
+    CHECK(!ad.layers().empty());
+    // graft's merge_into on the base checkpoint equals PEFT's merge_and_unload.
+    auto sd = graft::read(fx.dir.file("base.safetensors")).load();
+    graft::lora::merge_into(sd, fx.dir.file(folder));
+    auto peft_merged = graft::read(fx.dir.file("peft_merged.safetensors")).load();
+    auto sorted = [](std::vector<std::string> k) {
+      std::sort(k.begin(), k.end());
+      return k;
+    };
+    REQUIRE(sorted(peft_merged.keys()) == sorted(sd.keys()));
+    for (auto& e : peft_merged) {
+      INFO(e.key);
+      CHECK(max_diff(sd.at(e.key), e.tensor) <= 1e-5);
+    }
+  }
+}
+
+TEST_CASE("lora/peft: adapter folders graft writes load in PEFT and give graft's outputs", "[lora][peft]") {
+  lora_fixture fx;
+  auto net = fx.fresh();
+  auto ad = graft::lora::attach(*net, "{emb,conv3,conv1,lin1}.weight"_glob,
+                                {.r = 3, .alpha = 7, .rslora = true, .init = graft::lora::init_mode::none, .bias = graft::lora::bias_mode::lora_only,
+                                 .rank_pattern = {{"conv.", 2}}},
+                                "fc.**"_glob);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : ad.parameters())
+      if (!p.requires_grad() || p.dim() == 1 || p.size(0) == 5) p.normal_();  // biases and the head
+  }
+  ad.refresh();
+  auto y = fx.run(net);
+  graft::lora::save(ad, fx.dir.file("graft"));
+  ad.merge_and_unload();
+  graft::save(graft::state_dict(*net), fx.dir.file("graft_merged.safetensors"));
+  auto out = run_peft(fmt::format(R"(
+d = '{}'
+pm = PeftModel.from_pretrained(base_net(d), d + '/graft').eval()
+img, tok = inputs(d)
+with torch.no_grad():
+    y = pm(img, tok)
+    merged = pm.merge_and_unload().state_dict()
+mine = load_file(d + '/graft_merged.safetensors')
+assert sorted(merged) == sorted(mine), (list(merged), list(mine))
+save_file({{'y': y}}, d + '/peft_out.safetensors')
+print(max((merged[k] - mine[k]).abs().max().item() for k in mine))
+)",
+                                  fx.path()));
+  double merged_diff = 1;
+  std::istringstream(out) >> merged_diff;
+  INFO(out);
+  CHECK(merged_diff <= 1e-5);
+  CHECK(max_diff(graft::read(fx.dir.file("peft_out.safetensors")).load().at("y"), y) <= 1e-5);
+}
+
+TEST_CASE("lora/peft: target_modules, exclude_modules, modules_to_save and rank/alpha patterns pick what PEFT picks", "[lora][peft]") {
+  // A ResNet-shaped tree and a transformer-shaped one, as module paths and types.
+  auto tree = std::make_shared<torch::nn::Module>("Tree");
+  auto add = [](torch::nn::Module& parent, const std::string& path, std::shared_ptr<torch::nn::Module> leaf) {
+    torch::nn::Module* at = &parent;
+    std::string rest = path;
+    for (auto dot = rest.find('.'); dot != std::string::npos; dot = rest.find('.')) {
+      auto name = rest.substr(0, dot);
+      auto kids = at->named_children();
+      at = kids.contains(name) ? kids[name].get() : at->register_module(name, std::make_shared<torch::nn::Module>("Node")).get();
+      rest = rest.substr(dot + 1);
+    }
+    at->register_module(rest, std::move(leaf));
+  };
+  for (auto* p : {"conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2", "layer2.0.conv1", "layer2.0.conv2",
+                  "layer2.0.downsample.0"})
+    add(*tree, p, torch::nn::Conv2d(2, 2, 1).ptr());
+  add(*tree, "layer2.0.downsample.1", torch::nn::BatchNorm2d(2).ptr());
+  add(*tree, "fc", torch::nn::Linear(2, 2).ptr());
+  for (int i = 0; i < 3; ++i)
+    for (auto* p : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.up_proj", "mlp.down_proj"})
+      add(*tree, fmt::format("model.layers.{}.{}", i, p), torch::nn::Linear(2, 2).ptr());
+  add(*tree, "model.embed_tokens", torch::nn::Embedding(4, 2).ptr());
+  add(*tree, "lm_head", torch::nn::Linear(2, 4).ptr());
+
+  const char* configs[] = {
+      R"({"target_modules": ["q_proj", "v_proj", "conv1"]})",
+      R"({"target_modules": ["layers.1.self_attn.q_proj", "1.conv2", "fc"]})",
+      R"({"target_modules": "model\\.layers\\.[02]\\..*_proj"})",
+      R"j({"target_modules": ".*(conv\\d|downsample\\.0)", "exclude_modules": ["layer1.1.conv1"]})j",
+      R"({"target_modules": ["q_proj", "k_proj", "up_proj", "conv2"], "exclude_modules": ".*layers\\.2\\..*"})",
+      R"({"target_modules": ["q_proj", "fc", "lm_head", "conv1"], "modules_to_save": ["lm_head", "fc"]})",
+      R"({"target_modules": ["conv1", "conv2", "q_proj", "down_proj"], "r": 4, "lora_alpha": 8, "rank_pattern": {"layer1.0.conv2": 2, "q_proj": 6, "^model.*": 5}, "alpha_pattern": {"layers\\.\\d\\.self_attn.q_proj": 3, "conv.": 1}})",
+  };
+  for (auto* c : configs) {
+    INFO(c);
+    graft::test::scratch_dir dir;
+    std::ofstream(dir.file("adapter_config.json")) << R"({"peft_type": "LORA", )" << (c + 1);
+    auto config = graft::lora::read_adapter_config(dir.path().string());
+    std::string mine;
+    for (auto& path : graft::lora::peft_targets(*tree, config)) {
+      auto r = graft::lora::detail::value_for(config.options.rank_pattern, path, config.options.r, "rank_pattern");
+      auto alpha = graft::lora::detail::value_for(config.options.alpha_pattern, path, config.options.alpha, "alpha_pattern");
+      mine += fmt::format("{} {} {:g}\n", path, r, alpha);
+    }
+    // PEFT's own functions on the same names (its matching does not look at types, except
+    // all-linear, which is every Linear that is not an output layer of a transformers model).
+    auto theirs = graft::test::run_python_with(GRAFT_PYTHON_PEFT, fmt::format(R"(
+import json
+from peft import LoraConfig
+from peft.tuners.tuners_utils import check_target_module_exists, _ExcludedModule
+from peft.utils.other import get_pattern_key
+c = LoraConfig(**{{k: v for k, v in json.loads(r'''{}''').items() if k != 'peft_type'}})
+mods = [l.split(':') for l in '''{}'''.split()]
+for path, kind in mods:
+    if isinstance(c.target_modules, str) and c.target_modules == 'all-linear':
+        hit = kind == 'Linear' and not any(path == m or path.endswith('.' + m) for m in (c.modules_to_save or []))
+    else:
+        hit = check_target_module_exists(c, path)
+        hit = bool(hit) and not isinstance(hit, _ExcludedModule)
+    if hit:
+        r = c.rank_pattern.get(get_pattern_key(c.rank_pattern.keys(), path), c.r)
+        a = c.alpha_pattern.get(get_pattern_key(c.alpha_pattern.keys(), path), c.lora_alpha)
+        print(path, r, '%g' % a)
+)",
+                                                                              config.json.dump(), module_list(*tree)));
+    CHECK(mine == theirs);
+    CHECK(!mine.empty());
+  }
+}
