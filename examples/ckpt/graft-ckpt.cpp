@@ -1,10 +1,11 @@
 // graft-ckpt: look into, compare and convert checkpoints from the command line, through the
 // same readers and pipeline stages a program uses (see docs/graft-ckpt.md).
 //
-//   graft-ckpt inspect FILE [--json]
+//   graft-ckpt inspect FILE|ADAPTER_DIR [--json]
 //   graft-ckpt diff A B                      exit 0 if identical, 1 if not
 //   graft-ckpt convert IN OUT [--filter GLOB]... [--strip-prefix P] [--rename FROM=TO]...
 //                             [--format torch_save|torch_save_legacy|safetensors]
+//   graft-ckpt lora-merge BASE ADAPTER_DIR OUT [--strip-prefix P] [--format ...]
 //
 // Errors graft reports (a malformed file, a filter that keeps nothing, ...) print as
 // "graft-ckpt: <message>" and exit with 2.
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <set>
@@ -87,7 +89,36 @@ std::map<std::string, std::string> file_metadata(const std::string& path, graft:
   return graft::read_safetensors_metadata(graft::checkpoint_file(path));
 }
 
+// A PEFT adapter folder: its config's LoRA settings, then its tensors as for a file.
+int inspect_adapter(const std::string& folder, bool as_json);
+int inspect(const std::string& path, bool as_json);
+
+bool is_adapter_folder(const std::string& path) {
+  return std::filesystem::is_directory(path) && std::filesystem::exists(std::filesystem::path(path) / "adapter_config.json");
+}
+
+int inspect_adapter(const std::string& folder, bool as_json) {
+  auto config = graft::lora::read_adapter_config(folder);
+  json settings;
+  for (auto* key : {"peft_type", "r", "lora_alpha", "lora_dropout", "use_rslora", "bias", "target_modules", "exclude_modules",
+                    "modules_to_save", "rank_pattern", "alpha_pattern", "base_model_name_or_path"})
+    if (config.json.contains(key)) settings[key] = config.json[key];
+  auto weights = std::filesystem::is_regular_file(std::filesystem::path(folder) / "adapter_model.safetensors")
+                     ? (std::filesystem::path(folder) / "adapter_model.safetensors").string()
+                     : (std::filesystem::path(folder) / "adapter_model.bin").string();
+  if (as_json) {
+    json out;
+    out["adapter_config"] = settings;
+    std::cout << out.dump(2) << '\n';
+    return inspect(weights, true);
+  }
+  fmt::print("{}: PEFT adapter folder\n", folder);
+  for (auto& [k, v] : settings.items()) fmt::print("  {} = {}\n", k, v.dump());
+  return inspect(weights, false);
+}
+
 int inspect(const std::string& path, bool as_json) {
+  if (is_adapter_folder(path)) return inspect_adapter(path, as_json);
   auto format = graft::detect_format(path);
   auto sd = graft::state_dict::from_value(graft::read_value(path));
   for (auto& [k, v] : file_metadata(path, format)) sd.extras().emplace_back(k, v);
@@ -213,16 +244,35 @@ int convert(const convert_options& o) {
   return 0;
 }
 
+struct lora_merge_options {
+  std::string base, adapter, out, strip_prefix, format;
+};
+
+int lora_merge(const lora_merge_options& o) {
+  auto sd = graft::state_dict::from_value(graft::read_value(o.base));
+  if (!o.strip_prefix.empty()) sd = graft::apply(std::move(sd), graft::strip_prefix(o.strip_prefix));
+  auto report = graft::lora::merge_into(sd, o.adapter);
+  auto format = graft::format_for(o.out);
+  if (o.format == "torch_save") format = graft::checkpoint_format::torch_save;
+  else if (o.format == "torch_save_legacy") format = graft::checkpoint_format::torch_save_legacy;
+  else if (o.format == "safetensors") format = graft::checkpoint_format::safetensors;
+  graft::save(sd, o.out, format);
+  fmt::print("merged the adapter into {} weights ({}) and replaced {} tensors; wrote {} tensors to {} ({}, {})\n",
+             report.merged.size(), fmt::join(report.merged, ", "), report.replaced.size(), sd.size(), o.out,
+             graft::to_string(format), human_bytes(sd.nbytes()));
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"graft-ckpt: inspect, compare and convert checkpoints (torch.save, safetensors, libtorch archives)"};
+  CLI::App app{"graft-ckpt: inspect, compare, convert and LoRA-merge checkpoints (torch.save, safetensors, libtorch archives)"};
   app.require_subcommand(1);
 
   std::string file;
   bool as_json = false;
-  auto* inspect_cmd = app.add_subcommand("inspect", "Show a checkpoint's format, tensors and metadata");
-  inspect_cmd->add_option("FILE", file, "Checkpoint to read")->required();
+  auto* inspect_cmd = app.add_subcommand("inspect", "Show a checkpoint's (or a PEFT adapter folder's) format, tensors and metadata");
+  inspect_cmd->add_option("FILE", file, "Checkpoint, or adapter folder, to read")->required();
   inspect_cmd->add_flag("--json", as_json, "One JSON object: format, tensors (dtype, shape, numel, sum), metadata");
 
   std::string a, b;
@@ -240,11 +290,21 @@ int main(int argc, char** argv) {
   convert_cmd->add_option("--format", co.format, "Output format (default: from OUT's name)")
       ->check(CLI::IsMember({"torch_save", "torch_save_legacy", "safetensors"}));
 
+  lora_merge_options lo;
+  auto* lora_cmd = app.add_subcommand("lora-merge", "Fold a PEFT LoRA adapter folder into a base checkpoint");
+  lora_cmd->add_option("BASE", lo.base, "Base checkpoint (its keys: the model's paths, after --strip-prefix)")->required();
+  lora_cmd->add_option("ADAPTER_DIR", lo.adapter, "Folder with adapter_config.json and adapter_model.safetensors (or .bin)")->required();
+  lora_cmd->add_option("OUT", lo.out, "File to write")->required();
+  lora_cmd->add_option("--strip-prefix", lo.strip_prefix, "Remove this prefix from BASE's keys first (e.g. model.)");
+  lora_cmd->add_option("--format", lo.format, "Output format (default: from OUT's name)")
+      ->check(CLI::IsMember({"torch_save", "torch_save_legacy", "safetensors"}));
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*inspect_cmd) return inspect(file, as_json);
     if (*diff_cmd) return diff(a, b);
     if (*convert_cmd) return convert(co);
+    if (*lora_cmd) return lora_merge(lo);
   } catch (const graft::error& e) {
     std::fprintf(stderr, "graft-ckpt: %s\n", e.what());
     return 2;

@@ -28,3 +28,15 @@ with open(os.path.join(out, "garbage.bin"), "wb") as f:
 torch.save({"model": sd, "epoch": 3}, os.path.join(out, "legacy.pt"), _use_new_zipfile_serialization=False)
 from safetensors.torch import save_file
 save_file({"w": torch.ones(2, 3)}, os.path.join(out, "meta.safetensors"), metadata={"format": "pt", "note": "hello"})
+
+# A LoRA adapter folder for a.pt's model, as PEFT saves one: rank 2 on the first Linear
+# ("0") and on the head ("3"), written by hand so that no peft package is needed here.
+import json
+adapter = os.path.join(out, "adapter")
+os.makedirs(adapter, exist_ok=True)
+with open(os.path.join(adapter, "adapter_config.json"), "w") as f:
+    json.dump({"peft_type": "LORA", "r": 2, "lora_alpha": 3, "target_modules": ["0", "3"], "bias": "none"}, f)
+save_file({"base_model.model.0.lora_A.weight": torch.randn(2, 3), "base_model.model.0.lora_B.weight": torch.randn(4, 2),
+           "base_model.model.3.lora_A.weight": torch.randn(2, 4), "base_model.model.3.lora_B.weight": torch.randn(2, 2)},
+          os.path.join(adapter, "adapter_model.safetensors"), metadata={"format": "pt"})
+

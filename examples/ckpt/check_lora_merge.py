@@ -1,0 +1,28 @@
+"""Checks graft-ckpt lora-merge against the LoRA merge written out in torch:
+W + lora_alpha / r * B @ A for each targeted layer, every other tensor unchanged.
+
+    check_lora_merge.py MERGED DIR
+"""
+import json
+import os
+import sys
+
+import torch
+from safetensors.torch import load_file
+
+merged, d = sys.argv[1], sys.argv[2]
+base = torch.load(os.path.join(d, "a.pt"))["model"]
+config = json.load(open(os.path.join(d, "adapter", "adapter_config.json")))
+ad = load_file(os.path.join(d, "adapter", "adapter_model.safetensors"))
+got = load_file(merged)
+scale = config["lora_alpha"] / config["r"]
+assert sorted(got) == sorted(base), (sorted(got), sorted(base))
+for k, v in base.items():
+    want = v
+    layer = k.rsplit(".", 1)[0]
+    if k.endswith(".weight") and layer in config["target_modules"]:
+        p = "base_model.model." + layer
+        want = v + scale * ad[p + ".lora_B.weight"] @ ad[p + ".lora_A.weight"]
+    err = (got[k].double() - want.double()).abs().max().item() if v.numel() else 0.0
+    assert err <= 1e-6, (k, err)
+print("lora-merge matches torch for", len(base), "tensors")
