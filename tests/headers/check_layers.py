@@ -21,7 +21,8 @@ BELOW = {
     "formats": ["base", "walk", "select", "io", "state_dict"],
     "distributed": ["base", "walk", "select", "transforms", "optim", "io", "state_dict", "formats"],
     "lora": ["base", "walk", "select", "transforms", "optim", "io", "state_dict", "formats"],
-    "all": ["base", "walk", "select", "transforms", "optim", "io", "state_dict", "formats", "lora", "distributed"],
+    "script": ["base"],
+    "all": ["base", "walk", "select", "transforms", "optim", "io", "state_dict", "formats", "lora", "script", "distributed"],
 }
 
 

@@ -2,6 +2,8 @@
 // The normalization layers libtorch has, listed once: the norm_layers selector, frozen norm
 // statistics and reinit() all read these lists.
 
+#include <string_view>
+
 #include <torch/nn.h>  // the module headers are not self-contained: take them whole
 
 namespace graft::detail {
@@ -20,6 +22,13 @@ using norm_layer_types =
     module_types<torch::nn::BatchNorm1dImpl, torch::nn::BatchNorm2dImpl, torch::nn::BatchNorm3dImpl,
                  torch::nn::InstanceNorm1dImpl, torch::nn::InstanceNorm2dImpl, torch::nn::InstanceNorm3dImpl,
                  torch::nn::LayerNormImpl, torch::nn::GroupNormImpl>;
+
+/// The same layers by their Python class names, for TorchScript modules (script_node_base).
+inline bool is_norm_class(std::string_view name, bool running_stats_only) noexcept {
+  for (std::string_view n : {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"})
+    if (name == n) return true;
+  return !running_stats_only && (name == "LayerNorm" || name == "GroupNorm");
+}
 
 /// Calls f(layer) with `m` cast to the first type of the list it is, and returns true; false
 /// (without calling f) if it is none of them.

@@ -11,7 +11,10 @@
 #include <c10/util/Type.h>
 #include <torch/nn.h>  // the module headers are not self-contained: take them whole
 
+#include <fmt/format.h>
+
 #include <graft/detail/norm_layers.hpp>
+#include <graft/detail/script_node.hpp>
 #include <graft/select/basic.hpp>
 #include <graft/select/concepts.hpp>
 
@@ -55,8 +58,39 @@ template <class... Ms>
 constexpr of_type_t<Ms...> of_types(module_types<Ms...>) { return {}; }
 } // namespace detail
 
-/// Parameters and buffers of normalization layers (batch, instance, layer and group norm).
-inline const auto norm_layers = labeled(detail::of_types(detail::norm_layer_types{}), "norm_layers");
+/// Parameters and buffers of normalization layers (batch, instance, layer and group norm),
+/// of C++ modules and of TorchScript modules (graft::script_module) alike.
+struct norm_layers_t : selector_base {
+  static constexpr needs requirement = needs::module;
+  bool matches(const tensor_view& v) const {
+    if (auto* s = detail::as_script_node(v.owner())) return detail::is_norm_class(detail::python_leaf(s->python_class()), false);
+    return detail::of_types(detail::norm_layer_types{}).matches(v);
+  }
+  std::string describe() const { return "norm_layers"; }
+};
+inline constexpr norm_layers_t norm_layers{};
+
+/// Tensors registered directly by a module of the named type: a C++ module by its class name
+/// ("BatchNorm2d" for torch::nn::BatchNorm2dImpl, "BasicBlock" for a user's BasicBlockImpl), a
+/// TorchScript module by its Python class, bare or qualified ("BatchNorm2d",
+/// "torchvision.models.resnet.BasicBlock"). Works on both kinds of module tree, where of_type
+/// needs C++ types.
+class module_type : public selector_base {
+public:
+  static constexpr needs requirement = needs::module;
+  explicit module_type(std::string name) : name_(std::move(name)) {}
+  bool matches(const tensor_view& v) const {
+    if (auto* s = detail::as_script_node(v.owner())) {
+      const auto& c = s->python_class();
+      return c == name_ || (c.size() > name_.size() && c.ends_with(name_) && c[c.size() - name_.size() - 1] == '.');
+    }
+    return detail::short_type_name(typeid(v.owner())) == name_;
+  }
+  std::string describe() const { return fmt::format("module_type(\"{}\")", name_); }
+
+private:
+  std::string name_;
+};
 
 /// Tensors whose owning module satisfies `pred(const torch::nn::Module&)`.
 template <class F>

@@ -22,6 +22,7 @@
 #include <graft/detail/report_formatter.hpp>
 #include <graft/detail/module_access.hpp>
 #include <graft/detail/norm_layers.hpp>
+#include <graft/detail/script_node.hpp>
 #include <graft/error.hpp>
 #include <graft/select/select.hpp>
 #include <graft/walk/walk.hpp>
@@ -46,6 +47,11 @@ namespace detail {
 
 /// Whether `m` is a normalization layer that keeps running statistics.
 inline bool has_running_stats(torch::nn::Module& m) {
+  if (auto* s = as_script_node(m)) {
+    if (!is_norm_class(python_leaf(s->python_class()), true)) return false;
+    auto buffers = m.named_buffers(false);
+    return buffers.contains("running_mean") && buffers["running_mean"].defined();
+  }
   bool tracks = false;
   visit_as(running_stats_norm_types{}, m, [&](auto& layer) { tracks = layer.options.track_running_stats(); });
   return tracks;
@@ -122,11 +128,24 @@ norm_stats_result set_norm_stats(torch::nn::Module& module, const S& sel, bool f
   norm_stats_result r{sel.describe(), freeze, {}, 0};
   std::vector<std::string> all_layers;
   bool training = module.is_training();
+  std::vector<torch::nn::Module*> picked;
   auto visit = [&](torch::nn::Module& m, std::string_view p) {
     if (!has_running_stats(m)) return;
     all_layers.emplace_back(p);
     if (!selects_layer(sel, m, p)) return;
     r.layers.emplace_back(p);
+    picked.push_back(&m);
+  };
+  for_each_module(module, visit);
+  // A traced TorchScript layer runs as it was traced whatever its mode: refuse before changing any.
+  for (std::size_t i = 0; i < picked.size(); ++i)
+    if (auto* s = as_script_node(*picked[i]); s && s->mode_fixed())
+      throw state_error(fmt::format(
+          "cannot {} the statistics of '{}' ({}): it was traced (torch.jit.trace), which fixed its train/eval behaviour; "
+          "export the model with torch.jit.script to fine-tune it with frozen statistics",
+          freeze ? "freeze" : "unfreeze", r.layers[i], python_leaf(s->python_class())));
+  for (auto* layer : picked) {
+    auto& m = *layer;
     if (freeze) {
       frozen_norms().add(m);
       m.eval();
@@ -142,8 +161,7 @@ norm_stats_result set_norm_stats(torch::nn::Module& module, const S& sel, bool f
           ++r.affine_tensors;
         }
     }
-  };
-  for_each_module(module, visit);
+  }
   if constexpr (!allows_empty<S>) {
     if (r.layers.empty()) {
       std::string msg = fmt::format(
