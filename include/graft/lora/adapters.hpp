@@ -94,6 +94,15 @@ struct layer {
     }
     return {};
   }
+  /// W0 + scale·ΔW(a, B) in one fused product (addmm): what the layer's forward reads.
+  torch::Tensor weight_with(const torch::Tensor& a) const {
+    switch (kind) {
+      case layer_kind::linear: return torch::addmm(base, B, a, 1, scale);
+      case layer_kind::conv: return torch::addmm(base.flatten(1), B.flatten(1), a.flatten(1), 1, scale).view(base.sizes());
+      case layer_kind::embedding: return torch::addmm(base, a.t(), B.t(), 1, scale);
+    }
+    return {};
+  }
   /// The adapter's trainable elements.
   std::int64_t elements() const { return A.numel() + B.numel(); }
 };
@@ -187,7 +196,7 @@ public:
         shape[1] = l.A.size(1);
         a = l.A * (keep.view(shape) / (1.0 - options_.dropout));
       }
-      *l.weight = l.base + l.delta(a, l.B);
+      *l.weight = l.weight_with(a);
     }
   }
 
@@ -411,8 +420,12 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
   rep.trainable_after = trainable_elements(model);
   for (auto t : walk(model)) rep.elements += t.tensor().numel();
 
+  // PEFT's initializations start with ΔW = 0 (B zeros; A for embeddings): the layers' weights
+  // are W0 until the first refresh(), with no product to compute.
   adapters out(model, std::move(layers), opts, std::move(saved), std::move(rep));
-  out.refresh();
+  if (opts.init == init_mode::none) out.refresh();
+  else
+    for (auto& l : out.layers()) *l.weight = l.base;
   return out;
 }
 
