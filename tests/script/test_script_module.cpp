@@ -123,6 +123,20 @@ torch.jit.freeze(torch.jit.script(b)).save(d + '/frozen.pt')
   CHECK(script_max_diff(y.slice(1, 0, 5), y_before) <= 1e-6);
   CHECK(net->jit().attr("fc").toModule().attr("weight").toTensor().size(0) == 7);
   CHECK(graft::select(*net, "fc.weight"_glob)[0].tensor.requires_grad());
+
+  // Loads into the resized module: strict fails and changes nothing; adapt copies the overlap.
+  {
+    auto fc_before = net->jit().attr("fc").toModule().attr("weight").toTensor().clone();
+    CHECK_THROWS_AS(graft::read(d + "/a.pth") | graft::merge(*net), graft::shape_error);
+    CHECK(torch::equal(net->jit().attr("fc").toModule().attr("weight").toTensor(), fc_before));
+    auto adapted = graft::read(d + "/a.pth") | graft::merge(*net, {.adapt = graft::allow("fc.*"_glob)});
+    CHECK(adapted.mismatched.size() == 2);
+    auto eager = graft::read(d + "/a.pth").load();
+    CHECK(torch::equal(net->jit().attr("fc").toModule().attr("weight").toTensor().slice(0, 0, 5), eager.at("fc.weight")));
+    CHECK(torch::equal(net->jit().attr("fc").toModule().attr("weight").toTensor().slice(0, 5, 7), fc_before.slice(0, 5, 7)));
+    y = net->forward(io.at("x")).detach();
+    CHECK(script_max_diff(y.slice(1, 0, 5), io.at("y")) <= 1e-5);
+  }
   net->save(d + "/tuned.pt");
   graft::write_safetensors(d + "/cpp.safetensors", {{"y", y}});
   auto out = graft::test::run_python(R"(
