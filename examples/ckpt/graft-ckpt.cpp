@@ -91,6 +91,7 @@ std::map<std::string, std::string> file_metadata(const std::string& path, graft:
 
 // A PEFT adapter folder: its config's LoRA settings, then its tensors as for a file.
 int inspect_adapter(const std::string& folder, bool as_json);
+json inspect_json(const std::string& path);
 int inspect(const std::string& path, bool as_json);
 
 bool is_adapter_folder(const std::string& path) {
@@ -107,38 +108,46 @@ int inspect_adapter(const std::string& folder, bool as_json) {
                      ? (std::filesystem::path(folder) / "adapter_model.safetensors").string()
                      : (std::filesystem::path(folder) / "adapter_model.bin").string();
   if (as_json) {
-    json out;
+    auto out = inspect_json(weights);
     out["adapter_config"] = settings;
     std::cout << out.dump(2) << '\n';
-    return inspect(weights, true);
+    return 0;
   }
   fmt::print("{}: PEFT adapter folder\n", folder);
   for (auto& [k, v] : settings.items()) fmt::print("  {} = {}\n", k, v.dump());
   return inspect(weights, false);
 }
 
-int inspect(const std::string& path, bool as_json) {
-  if (is_adapter_folder(path)) return inspect_adapter(path, as_json);
+// inspect --json's object for a checkpoint file.
+json inspect_json(const std::string& path) {
   auto format = graft::detect_format(path);
   auto sd = graft::state_dict::from_value(graft::read_value(path));
   for (auto& [k, v] : file_metadata(path, format)) sd.extras().emplace_back(k, v);
+  json out;
+  out["format"] = std::string(graft::to_string(format));
+  json tensors = json::object();
+  for (auto& e : sd) {
+    tensors[e.key] = {{"dtype", dtype_name(e.tensor.scalar_type())},
+                      {"shape", e.tensor.sizes().vec()},
+                      {"numel", e.tensor.numel()},
+                      {"sum", sum_of(e.tensor)}};
+  }
+  out["tensors"] = std::move(tensors);
+  json meta = json::object();
+  for (auto& [k, v] : sd.extras()) meta[k] = to_json(v);
+  out["metadata"] = std::move(meta);
+  return out;
+}
+
+int inspect(const std::string& path, bool as_json) {
+  if (is_adapter_folder(path)) return inspect_adapter(path, as_json);
   if (as_json) {
-    json out;
-    out["format"] = std::string(graft::to_string(format));
-    json tensors = json::object();
-    for (auto& e : sd) {
-      tensors[e.key] = {{"dtype", dtype_name(e.tensor.scalar_type())},
-                        {"shape", e.tensor.sizes().vec()},
-                        {"numel", e.tensor.numel()},
-                        {"sum", sum_of(e.tensor)}};
-    }
-    out["tensors"] = std::move(tensors);
-    json meta = json::object();
-    for (auto& [k, v] : sd.extras()) meta[k] = to_json(v);
-    out["metadata"] = std::move(meta);
-    std::cout << out.dump(2) << '\n';
+    std::cout << inspect_json(path).dump(2) << '\n';
     return 0;
   }
+  auto format = graft::detect_format(path);
+  auto sd = graft::state_dict::from_value(graft::read_value(path));
+  for (auto& [k, v] : file_metadata(path, format)) sd.extras().emplace_back(k, v);
   fmt::print("{}: {}\n", path, graft::to_string(format));
   std::size_t width = 0;
   for (auto& e : sd) width = std::max(width, e.key.size());

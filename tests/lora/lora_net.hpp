@@ -101,16 +101,21 @@ struct lora_fixture {
 inline double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
 /// The state of a model as plain copies, to tell whether anything changed.
+/// (The requires_grad flags and the module paths are part of it: attach() changes them first.)
 inline std::vector<std::pair<std::string, torch::Tensor>> snapshot(const torch::nn::Module& m) {
   std::vector<std::pair<std::string, torch::Tensor>> s;
-  for (auto& e : graft::state_dict(m)) s.emplace_back(e.key, e.tensor.detach().clone());
+  for (auto& e : graft::state_dict(m))
+    s.emplace_back(e.key + (e.tensor.requires_grad() ? " (trainable)" : ""), e.tensor.detach().clone());
+  for (const auto& item : m.named_modules()) s.emplace_back("module " + item.key(), torch::Tensor());
   return s;
 }
 inline bool same_state(const std::vector<std::pair<std::string, torch::Tensor>>& a, const torch::nn::Module& m) {
   auto b = snapshot(m);
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i)
-    if (a[i].first != b[i].first || !torch::equal(a[i].second, b[i].second)) return false;
+    if (a[i].first != b[i].first || a[i].second.defined() != b[i].second.defined() ||
+        (a[i].second.defined() && !torch::equal(a[i].second, b[i].second)))
+      return false;
   return true;
 }
 

@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <tuple>
+#include <type_traits>
 
 #include <graft/optim.hpp>
 
@@ -191,6 +193,7 @@ TEST_CASE("lora: training moves only the adapters; param groups and schedules wo
   auto now = graft::test::snapshot(*net);
   for (std::size_t i = 0; i < now.size(); ++i) {
     INFO(now[i].first);
+    if (!now[i].second.defined()) continue;
     bool trains = now[i].first.find("lora_") != std::string::npos || now[i].first.starts_with("fc.");
     bool buffer = now[i].first.starts_with("bn.running") || now[i].first.starts_with("bn.num_batches");
     if (!buffer) CHECK(torch::equal(now[i].second, frozen[i].second) == !trains);
@@ -271,7 +274,16 @@ TEST_CASE("lora: refused inputs name what is wrong and change nothing", "[lora]"
   }
   SECTION("adapters on adapters") {
     graft::lora::attach(*net, "lin1.weight"_glob);
+    auto after_first = graft::test::snapshot(*net);
     CHECK_THROWS_WITH(graft::lora::attach(*net, "lin1.weight"_glob), Catch::Contains("'lin1' has LoRA adapters already"));
+    CHECK(graft::test::same_state(after_first, *net));
+  }
+  SECTION("a module both adapted and saved whole, the model itself") {
+    CHECK_THROWS_WITH(graft::lora::attach(*net, "lin1.weight"_glob, {}, "lin1.**"_glob),
+                      Catch::Contains("'lin1' is both a LoRA target and (through 'lin1.weight') a module to save"));
+    CHECK(unchanged());
+    auto lin = torch::nn::Linear(3, 4);
+    CHECK_THROWS_WITH(graft::lora::attach(*lin, "weight"_glob), Catch::Contains("LoRA cannot wrap the model itself"));
   }
   SECTION("a grouped convolution") {
     auto seq = torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(4, 4, 3).groups(2)));
@@ -327,5 +339,91 @@ TEST_CASE("lora: refused inputs name what is wrong and change nothing", "[lora]"
     rewrite_weights(nothing, [](auto& t) { t.clear(); });
     CHECK_THROWS_WITH(graft::lora::load(*net, nothing), Catch::Contains("match no module"));
     CHECK(unchanged());
+  }
+}
+
+static_assert(!std::is_copy_constructible_v<graft::lora::adapters>, "a copy's merge() would not be seen by the original");
+static_assert(std::is_move_constructible_v<graft::lora::adapters>);
+
+TEST_CASE("lora: dropout drops A's input features while training, never in eval or without gradients", "[lora]") {
+  lora_fixture fx;
+  auto net = fx.fresh();
+  auto ad = graft::lora::attach(*net, "lin1.weight"_glob, {.r = 4, .alpha = 4, .dropout = 0.5, .init = graft::lora::init_mode::none});
+  auto exact = net->lin1->named_parameters(false)["weight"] + ad.layers()[0].delta();
+  net->train();
+  ad.refresh();
+  auto w1 = net->lin1->weight.detach().clone();
+  ad.refresh();
+  auto w2 = net->lin1->weight.detach().clone();
+  CHECK(!torch::equal(w1, w2));  // a new mask each step
+  // Dropped columns of A: those columns of the weight equal W0's.
+  auto base = net->lin1->named_parameters(false)["weight"];
+  auto kept_columns = (w1 - base).abs().sum(0).gt(0).sum().item<std::int64_t>();
+  CHECK(kept_columns > 0);
+  CHECK(kept_columns < 8);
+  net->eval();
+  ad.refresh();
+  CHECK(max_diff(net->lin1->weight, exact) <= 1e-6);
+  net->train();
+  {
+    torch::NoGradGuard no_grad;
+    ad.refresh();
+  }
+  CHECK(max_diff(net->lin1->weight, exact) <= 1e-6);
+}
+
+TEST_CASE("lora: a module to save keeps its statistics in the file; a list that would match more is written as a regex", "[lora]") {
+  lora_fixture fx;
+  auto net = fx.fresh();
+  auto ad = graft::lora::attach(*net, "lin1.weight"_glob, {.init = graft::lora::init_mode::none}, "bn.**"_glob);
+  {
+    torch::NoGradGuard no_grad;
+    net->bn->running_mean.add_(1.5);
+  }
+  graft::lora::save(ad, fx.dir.file("bn"));
+  auto file = graft::read(fx.dir.file("bn/adapter_model.safetensors")).load();
+  CHECK(file.contains("base_model.model.bn.running_mean"));
+  CHECK(file.contains("base_model.model.bn.num_batches_tracked"));
+  auto other = fx.fresh();
+  graft::lora::load(*other, fx.dir.file("bn"));
+  CHECK(torch::equal(other->bn->running_mean, net->bn->running_mean));
+
+  // "0" as a list entry would also name "1.0": the file names exactly layer "0".
+  auto nested = [] {
+    torch::nn::ModuleList inner(torch::nn::Linear(3, 3));
+    torch::nn::ModuleList outer(torch::nn::Linear(3, 3));
+    outer->push_back(inner);
+    return outer;
+  };
+  auto seq = nested();
+  graft::lora::save(graft::lora::attach(*seq, "0.weight"_glob), fx.dir.file("seq"));
+  auto config = graft::lora::read_adapter_config(fx.dir.file("seq"));
+  REQUIRE(config.target_regex);
+  CHECK(*config.target_regex == "(?:0)");
+  auto again = nested();
+  CHECK(graft::lora::peft_targets(*again, config) == std::vector<std::string>{"0"});
+  CHECK(graft::lora::load(*again, fx.dir.file("seq")).layers().size() == 1);
+}
+
+TEST_CASE("lora: merge_into refuses factors that do not fit, naming them, and leaves the checkpoint alone", "[lora]") {
+  lora_fixture fx;
+  auto net = fx.fresh();
+  graft::lora::save(graft::lora::attach(*net, "lin1.weight"_glob, {.r = 4}), fx.dir.file("ok"));
+  auto folder = fx.dir.file("bad");
+  std::filesystem::create_directories(folder);
+  std::filesystem::copy_file(fx.dir.file("ok/adapter_config.json"), folder + "/adapter_config.json");
+  auto base = graft::read(fx.dir.file("base.safetensors")).load();
+  auto keys = base.keys();
+  for (auto& [a, b, why] : std::vector<std::tuple<std::vector<std::int64_t>, std::vector<std::int64_t>, std::string>>{
+           {{4, 8}, {16, 3}, "lora_B must be [out, r, 1...]"},
+           {{0, 8}, {16, 0}, "the factors must be non-empty"},
+           {{2, 8}, {16, 2}, "the config's rank for 'lin1' is 4"},
+           {{4, 8}, {16, 4, 3, 3}, "lora_B must be [out, r, 1...]"}}) {
+    graft::write_safetensors(folder + "/adapter_model.safetensors",
+                             {{"base_model.model.lin1.lora_A.weight", torch::zeros(a)}, {"base_model.model.lin1.lora_B.weight", torch::zeros(b)}});
+    auto sd = graft::read(fx.dir.file("base.safetensors")).load();
+    CHECK_THROWS_WITH(graft::lora::merge_into(sd, folder), Catch::Contains(why) && Catch::Contains("base_model.model.lin1.lora_A.weight"));
+    CHECK(sd.keys() == keys);
+    CHECK(torch::equal(sd.at("lin1.weight"), base.at("lin1.weight")));
   }
 }

@@ -155,7 +155,8 @@ print((m(load_file(d + '/io.safetensors')['x']) - load_file(d + '/cpp.safetensor
   // A frozen module has nothing left to train.
   CHECK_THROWS_WITH(graft::script_module::load(d + "/frozen.pt"), Catch::Contains("has no parameters: torch.jit.freeze"));
   CHECK_THROWS_AS(graft::script_module::load(d + "/missing.pt"), graft::format_error);
-  CHECK_THROWS_WITH(net->resize_linear("features.0", 3), Catch::Contains("is not a Linear layer"));
+  CHECK_THROWS_WITH(net->resize_linear("features.0", 3), Catch::Contains("is a Block, not a Linear layer"));
+  CHECK_THROWS_WITH(net->resize_linear("fc.", 3), Catch::Contains("is not a submodule path"));
   CHECK_THROWS_WITH(net->resize_linear("head", 3), Catch::Contains("has no submodule 'head'"));
 }
 

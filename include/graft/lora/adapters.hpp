@@ -20,6 +20,7 @@
 #include <torch/nn.h>  // the module headers are not self-contained: take them whole
 
 #include <graft/detail/report_formatter.hpp>
+#include <graft/detail/script_node.hpp>
 #include <graft/error.hpp>
 #include <graft/select/module.hpp>
 #include <graft/select/select.hpp>
@@ -169,6 +170,11 @@ public:
            std::vector<selected_tensor> saved, attach_report report)
       : model_(&model), layers_(std::move(layers)), options_(std::move(opts)), saved_(std::move(saved)),
         report_(std::move(report)) {}
+  // One object per set of adapters: a copy's merge() would not be seen by the original.
+  adapters(const adapters&) = delete;
+  adapters& operator=(const adapters&) = delete;
+  adapters(adapters&&) noexcept = default;
+  adapters& operator=(adapters&&) noexcept = default;
 
   /// The wrapped layers, in the model's order.
   const std::vector<layer>& layers() const noexcept { return layers_; }
@@ -184,12 +190,13 @@ public:
   /// Recomputes each layer's weight as W0 + scale·ΔW from the current A and B. Call it before
   /// every forward whose backward trains the adapters (each training step), and after the
   /// optimizer changed A or B before an evaluation. Under torch::NoGradGuard it records no
-  /// graph. While merged, the weights already hold the adapters and it does nothing.
+  /// graph. Dropout applies only while the model is in training mode and gradients are
+  /// recorded. While merged, the weights already hold the adapters and it does nothing.
   void refresh() {
     if (merged_) return;
     for (auto& l : layers_) {
       torch::Tensor a = l.A;
-      if (options_.dropout > 0 && l.kind != layer_kind::embedding && model_->is_training()) {
+      if (options_.dropout > 0 && l.kind != layer_kind::embedding && model_->is_training() && torch::GradMode::is_enabled()) {
         // Drops input features of A (columns of the linear map), with one mask per step.
         auto keep = torch::empty({l.A.size(1)}, l.A.options().requires_grad(false)).bernoulli_(1.0 - options_.dropout);
         std::vector<std::int64_t> shape(static_cast<std::size_t>(l.A.dim()), 1);
@@ -227,6 +234,11 @@ public:
   /// weight is its registered W0 again (with the adapters folded in if merged). The model's
   /// state dict then has its original keys. These adapters are empty afterwards.
   void unload() {
+    for (auto& l : layers_) {
+      auto children = l.module->named_children();
+      if (!children.contains("lora_A") || !children.contains("lora_B"))
+        throw state_error(fmt::format("'{}' lost its lora_A or lora_B child since attach(): nothing was unloaded", l.path));
+    }
     for (auto& l : layers_) {
       *l.weight = l.base;
       l.module->unregister_module("lora_A");
@@ -287,6 +299,10 @@ inline std::pair<layer_kind, std::string> classify(torch::nn::Module& m, const s
   if (auto* c = dynamic_cast<torch::nn::Conv1dImpl*>(&m)) return conv(c, "Conv1d");
   if (auto* c = dynamic_cast<torch::nn::Conv2dImpl*>(&m)) return conv(c, "Conv2d");
   if (auto* c = dynamic_cast<torch::nn::Conv3dImpl*>(&m)) return conv(c, "Conv3d");
+  if (auto* s = graft::detail::as_script_node(m))
+    throw selection_error(fmt::format("LoRA cannot wrap {} ({}, a TorchScript module): its forward is compiled "
+                                      "TorchScript that reads no C++ weight member; LoRA needs C++ modules",
+                                      where, s->python_class()));
   throw selection_error(fmt::format("LoRA cannot wrap {} ({}), picked by '{}': it wraps Linear, Conv1d/2d/3d and "
                                     "Embedding layers (add '& graft::lora::wrappable' to the selector)",
                                     where, graft::detail::short_type_name(typeid(m)), picked_by));
@@ -354,7 +370,16 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
   if (!(opts.dropout >= 0 && opts.dropout < 1)) throw option_error(fmt::format("LoRA dropout must be in [0, 1), not {}", opts.dropout));
 
   std::vector<layer> layers;
-  for (auto& p : plan) {
+  for (std::size_t i = 0; i < plan.size(); ++i) {
+    auto& p = plan[i];
+    if (p.path.empty())
+      throw option_error(fmt::format("LoRA cannot wrap the model itself ({}), picked by '{}': PEFT's files name a layer by "
+                                     "its path inside the model; wrap the model in a parent module",
+                                     model.name(), picked_by));
+    for (std::size_t j = 0; j < i; ++j)
+      if (plan[j].module == p.module)
+        throw option_error(fmt::format("'{}' and '{}' are one module registered under two names: LoRA can wrap it under one",
+                                       plan[j].path, p.path));
     auto [kind, type] = classify(*p.module, p.path, picked_by);
     for (auto* child : {"lora_A", "lora_B"})
       if (p.module->named_children().contains(child))
@@ -367,9 +392,27 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
     layers.push_back({p.path, std::move(type), kind, p.module, weight_member(*p.module, kind), base, {}, {}, r, alpha, scale});
   }
   std::vector<selected_tensor> to_save_modules;
+  std::vector<std::string> to_save_paths;
   if (modules_to_save) {
     auto picked = select(model, *modules_to_save);
-    to_save_modules.assign(picked.begin(), picked.end());
+    for (auto& s : picked) {
+      auto owner = parent_path(s.path);
+      if (owner.empty())
+        throw option_error(fmt::format("modules_to_save '{}' picks '{}', a tensor of the model itself: PEFT saves whole "
+                                       "submodules; pick a submodule's tensors",
+                                       modules_to_save->describe(), s.path));
+      for (auto& l : layers)
+        if (owner == l.path || owner.starts_with(l.path + ".") || l.path.starts_with(owner + "."))
+          throw option_error(fmt::format("'{}' is both a LoRA target and (through '{}') a module to save: a module is "
+                                         "adapted or trained whole, not both, as in PEFT",
+                                         l.path, s.path));
+      if (std::find(to_save_paths.begin(), to_save_paths.end(), owner) == to_save_paths.end()) to_save_paths.push_back(owner);
+    }
+    // The modules' buffers (a BatchNorm's statistics) are saved with them, as PEFT saves a
+    // module's whole state dict.
+    for (auto t : walk(model, walk_options::state()))
+      if (std::find(to_save_paths.begin(), to_save_paths.end(), parent_path(t.path())) != to_save_paths.end())
+        to_save_modules.push_back({std::string(t.path()), t.tensor(), &t.owner(), t.kind()});
   }
 
   // Nothing has changed so far; from here on nothing throws but allocation.
@@ -400,32 +443,26 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
     return std::any_of(to_save_modules.begin(), to_save_modules.end(),
                        [&](auto& s) { return s.tensor.unsafeGetTensorImpl() == t.unsafeGetTensorImpl(); });
   };
-  for (auto t : walk(model)) {
+  for (auto t : walk(model, walk_options::state())) {
     auto path = std::string(t.path());
     auto owner = parent_path(path);
-    bool adapter = t.name() == "weight" && (owner.ends_with(".lora_A") || owner.ends_with(".lora_B") || owner == "lora_A" || owner == "lora_B");
-    bool bias = t.name() == "bias" &&
+    // This call's adapters only: another attach()'s (or a user's module named lora_A) are not ours.
+    bool adapter = t.is_parameter() && t.name() == "weight" && (owner.ends_with("lora_A") || owner.ends_with("lora_B")) &&
+                   is_lora_layer(parent_path(owner)) && owner.size() == parent_path(owner).size() + 7;
+    bool bias = t.is_parameter() && t.name() == "bias" &&
                 (opts.bias == bias_mode::all || (opts.bias == bias_mode::lora_only && is_lora_layer(owner)));
     bool whole = in_to_save(t.tensor());
     if (!(adapter || bias || whole)) continue;
-    t.tensor().set_requires_grad(true);
-    saved.push_back({path, t.tensor(), const_cast<torch::nn::Module*>(&t.owner()), t.kind()});
+    if (t.is_parameter()) t.tensor().set_requires_grad(true);
+    saved.push_back({path, t.tensor(), &t.owner(), t.kind()});
   }
-  for (auto& s : to_save_modules) {
-    auto owner = parent_path(s.path);
-    if (std::find(rep.modules_to_save.begin(), rep.modules_to_save.end(), owner) == rep.modules_to_save.end())
-      rep.modules_to_save.push_back(owner);
-  }
+  rep.modules_to_save = to_save_paths;
   rep.bias = opts.bias;
   rep.trainable_after = trainable_elements(model);
   for (auto t : walk(model)) rep.elements += t.tensor().numel();
 
-  // PEFT's initializations start with ΔW = 0 (B zeros; A for embeddings): the layers' weights
-  // are W0 until the first refresh(), with no product to compute.
   adapters out(model, std::move(layers), opts, std::move(saved), std::move(rep));
-  if (opts.init == init_mode::none) out.refresh();
-  else
-    for (auto& l : out.layers()) *l.weight = l.base;
+  out.refresh();
   return out;
 }
 

@@ -242,7 +242,21 @@ inline nlohmann::ordered_json peft_config_json(const adapters& a, std::string_vi
   j["use_rslora"] = o.rslora;
   j["bias"] = std::string(to_string(o.bias));
   j["init_lora_weights"] = o.init == init_mode::gaussian ? nlohmann::ordered_json("gaussian") : nlohmann::ordered_json(o.init == init_mode::kaiming);
-  j["target_modules"] = targets;
+  // A list entry matches every path ending in "." + it; if that would take more modules than
+  // the wrapped ones, the targets go as one anchored regular expression (PEFT full-matches a
+  // string) so that the file names exactly these layers.
+  std::vector<std::string> every;
+  for_each_module(a.model(), [&](const torch::nn::Module&, std::string_view p) { every.emplace_back(p); });
+  bool exact = std::none_of(every.begin(), every.end(), [&](const std::string& p) {
+    return std::find(targets.begin(), targets.end(), p) == targets.end() && detail::peft_matches(std::nullopt, targets, p, "target_modules");
+  });
+  if (exact) {
+    j["target_modules"] = targets;
+  } else {
+    std::string re;
+    for (auto& t : targets) re += (re.empty() ? "" : "|") + RE2::QuoteMeta(t);
+    j["target_modules"] = "(?:" + re + ")";
+  }
   j["modules_to_save"] = a.report().modules_to_save.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(a.report().modules_to_save);
   auto patterns = [](const auto& ps) {
     nlohmann::ordered_json p = nlohmann::ordered_json::object();
@@ -269,13 +283,29 @@ struct save_options {
 inline void save(const adapters& a, const std::string& folder, const save_options& opts = {}) {
   namespace fs = std::filesystem;
   if (a.layers().empty()) throw state_error("these adapters were unloaded: there is nothing to save");
+  // PEFT saves whole every module whose path ends with a listed name: refuse a name that
+  // would take another module along.
+  for (auto& name : a.report().modules_to_save)
+    for_each_module(a.model(), [&](const torch::nn::Module&, std::string_view p) {
+      if (p != name && p.ends_with(name) && std::find(a.report().modules_to_save.begin(), a.report().modules_to_save.end(), p) ==
+                                                a.report().modules_to_save.end())
+        throw option_error(fmt::format("cannot save to '{}': PEFT would read modules_to_save '{}' as '{}' too (it matches "
+                                       "every module path ending in it)",
+                                       folder, name, p));
+    });
+  std::string text;
+  try {
+    text = peft_config_json(a, opts.base_model_name_or_path).dump(2) + "\n";
+  } catch (const nlohmann::json::exception&) {
+    throw format_error(fmt::format("cannot save to '{}': a module path or base_model_name_or_path is not valid UTF-8", folder),
+                       {.file = folder, .file_in_message = true});
+  }
   std::error_code ec;
   fs::create_directories(folder, ec);
   if (ec) throw io_error(fmt::format("cannot create the folder '{}': {}", folder, ec.message()), {.file = folder, .file_in_message = true});
   auto tensors = peft_tensors(a, opts.prefix);
   for (auto& [k, t] : tensors) t = t.detach();
   write_safetensors((fs::path(folder) / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
-  auto text = peft_config_json(a, opts.base_model_name_or_path).dump(2) + "\n";
   auto config = (fs::path(folder) / "adapter_config.json").string();
   graft::detail::write_atomically(config, [&](graft::detail::atomic_file& out) { out.write(text.data(), text.size()); });
 }
@@ -379,9 +409,10 @@ inline adapters load(torch::nn::Module& model, const std::string& folder, const 
 
   for (auto& p : plan) graft::lora::detail::classify(*p.module, p.path, "target_modules");
 
-  // The model's parameters by path, for biases and modules_to_save.
+  // The model's tensors by path, for biases and modules_to_save (buffers too: PEFT saves a
+  // module to save with its statistics).
   std::map<std::string, torch::Tensor, std::less<>> params;
-  for (auto t : walk(model)) params.emplace(std::string(t.path()), t.tensor());
+  for (auto t : walk(model, walk_options::state())) params.emplace(std::string(t.path()), t.tensor());
   auto err_ctx = [&](const std::string& key) { return error_context{.file = file, .key = key}; };
 
   // Check every entry against the plan before touching the model.
@@ -402,7 +433,7 @@ inline adapters load(torch::nn::Module& model, const std::string& folder, const 
       std::vector<std::string> names;
       for (auto& [k, v] : params) names.push_back(k);
       auto near = graft::detail::nearest_names(e.path, std::move(names), 1, true);
-      throw key_error(fmt::format("'{}' matches no parameter of the model (as '{}'){}", e.key, e.path,
+      throw key_error(fmt::format("'{}' matches no tensor of the model (as '{}'){}", e.key, e.path,
                                   near.empty() ? std::string() : fmt::format("; nearest: '{}'", near[0])),
                       err_ctx(e.key));
     }
@@ -510,10 +541,19 @@ inline merge_report merge_into(state_dict& sd, const std::string& folder, const 
     const auto& w = target->tensor;
     auto a = f.first->tensor, b = f.second->tensor;
     bool emb = f.first->embedding;
+    auto misfit = [&](std::string_view why) {
+      return shape_error(fmt::format("'{}' {} and '{}' {} do not fit '{}' {}: {}", f.first->key, a.sizes(), f.second->key, b.sizes(), key,
+                                     w.sizes(), why),
+                         {.file = file, .key = f.first->key});
+    };
+    if (w.dim() < 2 || (emb && w.dim() != 2) || w.numel() == 0) throw misfit("the weight is not a non-empty matrix or kernel");
+    if (a.dim() < 2 || b.dim() < 2 || a.size(0) == 0) throw misfit("the factors must be non-empty matrices or kernels");
+    const std::int64_t r = a.size(0);
     std::int64_t in = emb ? w.size(0) : w.numel() / w.size(0), out = emb ? w.size(1) : w.size(0);
-    if (a.dim() < 2 || b.dim() < 2 || a.size(0) != b.size(1) || b.size(0) != out || a.numel() / a.size(0) != in)
-      throw shape_error(fmt::format("'{}' {} and '{}' {} do not fit '{}' {}", f.first->key, a.sizes(), f.second->key, b.sizes(), key, w.sizes()),
-                        {.file = file, .key = f.first->key});
+    if (b.size(0) != out || b.size(1) != r || b.numel() != out * r || a.numel() / r != in || a.numel() % r != 0)
+      throw misfit("lora_B must be [out, r, 1...] and lora_A [r, in...]");
+    if (auto want = detail::value_for(config.options.rank_pattern, path, config.options.r, "rank_pattern"); want != r)
+      throw misfit(fmt::format("the config's rank for '{}' is {}", path, want));
     auto d = detail::file_delta(a, b, emb, w, detail::layer_scale(config, path));
     updates.emplace_back(key, (w.to(torch::kFloat) + d).to(w.dtype()));
     rep.merged.push_back(key);

@@ -129,25 +129,38 @@ public:
   /// new shape, initialized as torch.nn.Linear initializes them, with the first
   /// min(old, new) rows copied from the old ones when `keep_rows` (the merge policy `adapt`'s
   /// rule). A TorchScript submodule cannot be swapped for another type; this is how its head
-  /// changes size. The view is updated; the new tensors train as the old ones did. A scripted
+  /// changes size. The view is updated and the new tensors take the old ones' requires_grad;
+  /// resize before building an optimizer or param groups, which hold tensors. A scripted
   /// Linear's `out_features` is a TorchScript constant and keeps its old value.
   void resize_linear(std::string_view path, std::int64_t out_features, bool keep_rows = true) {
     if (out_features <= 0) throw option_error(fmt::format("resize_linear('{}', {}): the size must be positive", path, out_features));
-    // Find the jit submodule and its view node.
+    // Every lookup first: nothing changes unless all of them succeed.
+    std::vector<std::string> parts;
+    for (std::string_view rest = path;;) {
+      auto dot = rest.find('.');
+      parts.emplace_back(rest.substr(0, dot));
+      if (parts.back().empty()) throw key_error(fmt::format("resize_linear: '{}' is not a submodule path such as \"fc\"", path), {.key = std::string(path)});
+      if (dot == std::string_view::npos) break;
+      rest.remove_prefix(dot + 1);
+    }
     torch::jit::Module layer = module_;
     torch::nn::Module* parent = this;
-    std::string last;
-    std::string_view rest = path;
-    while (!rest.empty()) {
-      auto dot = rest.find('.');
-      last = std::string(rest.substr(0, dot));
-      if (!layer.hasattr(last) || !layer.attr(last).isModule())
-        throw key_error(fmt::format("resize_linear: '{}' has no submodule '{}'", path, last), {.key = std::string(path)});
-      layer = layer.attr(last).toModule();
-      if (dot != std::string_view::npos) parent = parent->named_children()[last].get();
-      rest = dot == std::string_view::npos ? std::string_view() : rest.substr(dot + 1);
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      const auto& part = parts[i];
+      if (!layer.hasattr(part) || !layer.attr(part).isModule())
+        throw key_error(fmt::format("resize_linear: '{}' has no submodule '{}'", path, part), {.key = std::string(path)});
+      layer = layer.attr(part).toModule();
+      auto children = parent->named_children();
+      if (!children.contains(part))
+        throw state_error(fmt::format("resize_linear: the view has no '{}' below '{}': the jit module changed since the view was built",
+                                      part, parent->name()));
+      if (i + 1 < parts.size()) parent = children[part].get();
     }
-    if (last.empty()) throw option_error("resize_linear: give the path of a submodule, such as \"fc\"");
+    const std::string& last = parts.back();
+    auto leaf = detail::python_leaf(detail::python_class_of(layer));
+    if (leaf != "Linear" && leaf != "NonDynamicallyQuantizableLinear")
+      throw type_error(fmt::format("resize_linear: '{}' is a {}, not a Linear layer", path, detail::python_class_of(layer)),
+                       {.key = std::string(path)});
     if (!layer.hasattr("weight") || !layer.attr("weight").isTensor() || layer.attr("weight").toTensor().dim() != 2)
       throw type_error(fmt::format("resize_linear: '{}' ({}) has no 2-D weight: it is not a Linear layer", path,
                                    detail::python_class_of(layer)),
