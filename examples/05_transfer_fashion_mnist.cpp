@@ -36,36 +36,19 @@
 #include <graft/graft.hpp>
 
 #include "fashion_mnist.hpp"
+#include "tutorial.hpp"
 
 using namespace graft::literals;
+using tutorial::default_threads;
+using tutorial::indented;
+using tutorial::percent;
 
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// The model. Parameter names are what graft's selectors see:
-//   backbone.0.conv.weight, backbone.0.bn.weight, backbone.0.bn.running_mean, ..., fc.weight, fc.bias
-
-// conv 3x3 -> BatchNorm -> ReLU -> 2x2 max-pool: halves the image, widens the channels.
-struct ConvBlockImpl : torch::nn::Module {
-  ConvBlockImpl(std::int64_t in, std::int64_t out)
-      : conv(register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1).bias(false)))),
-        bn(register_module("bn", torch::nn::BatchNorm2d(out))) {}
-  torch::Tensor forward(torch::Tensor x) { return torch::max_pool2d(torch::relu(bn(conv(x))), 2); }
-  torch::nn::Conv2d conv;
-  torch::nn::BatchNorm2d bn;
-};
-TORCH_MODULE(ConvBlock);
-
-// 28x28 -> 14x14x16 -> 7x7x32 -> 3x3x64 = 576 features -> `classes` scores.
-struct NetImpl : torch::nn::Module {
-  explicit NetImpl(std::int64_t classes)
-      : backbone(register_module("backbone", torch::nn::Sequential(ConvBlock(1, 16), ConvBlock(16, 32), ConvBlock(32, 64)))),
-        fc(register_module("fc", torch::nn::Linear(64 * 3 * 3, classes))) {}
-  torch::Tensor forward(torch::Tensor x) { return fc(backbone->forward(x).flatten(1)); }
-  torch::nn::Sequential backbone;
-  torch::nn::Linear fc;
-};
-TORCH_MODULE(Net);
+// The model, tutorial::Net (support/tutorial.hpp): three conv-BatchNorm-ReLU-pool blocks
+// (backbone.0-2) and a Linear head (fc) over their 576 features.
+using tutorial::Net;
 
 // ---------------------------------------------------------------------------------------------
 // Training and evaluation: plain libtorch.
@@ -130,34 +113,8 @@ epoch_stats train_epoch(Net& net, torch::optim::Optimizer& opt, graft::lr_schedu
   return {loss_sum / double(n), 100.0 * double(correct) / double(n)};
 }
 
-// Predicted classes, in eval mode (BatchNorm uses its running statistics), without autograd.
-torch::Tensor predict(Net& net, const torch::Tensor& x) {
-  net->eval();
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> out;
-  for (std::int64_t i = 0; i < x.size(0); i += 1000) out.push_back(net->forward(x.slice(0, i, i + 1000)).argmax(1));
-  return torch::cat(out);
-}
-
-// Indents every line of a multi-line printout (load reports, param-group tables) under its step.
-std::string indented(std::string text) {
-  while (text.ends_with('\n')) text.pop_back();
-  std::string out = "   ";
-  for (char c : text) out += c == '\n' ? std::string("\n   ") : std::string(1, c);
-  return out;
-}
-
-double percent(const torch::Tensor& hits) { return 100.0 * hits.to(torch::kDouble).mean().item<double>(); }
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// 2 intra-op threads, or OMP_NUM_THREADS if it is set (ctest sets 1, as it runs tests side by side).
-int default_threads() {
-  const char* env = std::getenv("OMP_NUM_THREADS");
-  int n = env ? std::atoi(env) : 0;
-  return n > 0 ? n : 2;
 }
 
 struct options {
@@ -223,7 +180,7 @@ int main(int argc, char** argv) try {
         s = train_epoch(pretrained, opt, sched, five_x, five.labels, batch, bar);
       }
       auto secs = seconds_since(t0);
-      auto acc = percent(predict(pretrained, test5_x).eq(test5.labels));
+      auto acc = percent(tutorial::predict(*pretrained, test5_x).eq(test5.labels));
       fmt::print("   epoch {}/{}  loss {:.4f}  train accuracy {:.1f}%  test accuracy (classes 0-4) {:.1f}%  {:.1f} s\n", e,
                  o.pretrain_epochs, s.loss, s.accuracy, acc, secs);
       std::fflush(stdout);
@@ -289,7 +246,7 @@ int main(int argc, char** argv) try {
       }
     }
     auto secs = seconds_since(t0);
-    auto hits = predict(net, test_x).eq(test_y);
+    auto hits = tutorial::predict(*net, test_x).eq(test_y);
     results.push_back({strategy, graft::count_parameters(*net), secs, percent(hits), percent(hits.index({old_classes})),
                        percent(hits.index({~old_classes}))});
     fmt::print("     test accuracy {:.1f}%  ({:.1f} s)\n", results.back().accuracy, secs);

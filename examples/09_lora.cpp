@@ -29,31 +29,17 @@
 #include <graft/graft.hpp>
 
 #include "fashion_mnist.hpp"
+#include "tutorial.hpp"
 
 using namespace graft::literals;
+using tutorial::default_threads;
+using tutorial::indented;
+using tutorial::percent;
 
 namespace {
 
-// Tutorial 5's model: backbone.{0,1,2}.{conv,bn} and the head fc.
-struct ConvBlockImpl : torch::nn::Module {
-  ConvBlockImpl(std::int64_t in, std::int64_t out)
-      : conv(register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1).bias(false)))),
-        bn(register_module("bn", torch::nn::BatchNorm2d(out))) {}
-  torch::Tensor forward(torch::Tensor x) { return torch::max_pool2d(torch::relu(bn(conv(x))), 2); }
-  torch::nn::Conv2d conv;
-  torch::nn::BatchNorm2d bn;
-};
-TORCH_MODULE(ConvBlock);
-
-struct NetImpl : torch::nn::Module {
-  explicit NetImpl(std::int64_t classes)
-      : backbone(register_module("backbone", torch::nn::Sequential(ConvBlock(1, 16), ConvBlock(16, 32), ConvBlock(32, 64)))),
-        fc(register_module("fc", torch::nn::Linear(64 * 3 * 3, classes))) {}
-  torch::Tensor forward(torch::Tensor x) { return fc(backbone->forward(x).flatten(1)); }
-  torch::nn::Sequential backbone;
-  torch::nn::Linear fc;
-};
-TORCH_MODULE(Net);
+// Tutorial 5's model: backbone.{0,1,2}.{conv,bn} and the head fc (support/tutorial.hpp).
+using tutorial::Net;
 
 // One pass over (x, y) in shuffled mini-batches. `before_forward` runs before every forward:
 // for LoRA it is adapters.refresh(), which recomputes each wrapped layer's weight from the
@@ -76,16 +62,6 @@ double train_epoch(Net& net, torch::optim::Optimizer& opt, const torch::Tensor& 
   return loss_sum / double(x.size(0));
 }
 
-torch::Tensor predict(Net& net, const torch::Tensor& x) {
-  net->eval();
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> out;
-  for (std::int64_t i = 0; i < x.size(0); i += 1000) out.push_back(net->forward(x.slice(0, i, i + 1000)).argmax(1));
-  return torch::cat(out);
-}
-
-double percent(const torch::Tensor& hits) { return 100.0 * hits.to(torch::kDouble).mean().item<double>(); }
-
 // Bytes of the optimizer's state (SGD's momentum buffers): what training holds beside the model.
 std::int64_t state_bytes(const torch::optim::Optimizer& opt) {
   std::int64_t n = 0;
@@ -93,19 +69,6 @@ std::int64_t state_bytes(const torch::optim::Optimizer& opt) {
     if (auto* s = dynamic_cast<const torch::optim::SGDParamState*>(state.get()); s && s->momentum_buffer().defined())
       n += s->momentum_buffer().numel() * s->momentum_buffer().element_size();
   return n;
-}
-
-std::string indented(std::string text) {
-  while (text.ends_with('\n')) text.pop_back();
-  std::string out = "   ";
-  for (char c : text) out += c == '\n' ? std::string("\n   ") : std::string(1, c);
-  return out;
-}
-
-int default_threads() {
-  const char* env = std::getenv("OMP_NUM_THREADS");
-  int n = env ? std::atoi(env) : 0;
-  return n > 0 ? n : 2;
 }
 
 struct options {
@@ -158,7 +121,7 @@ int main(int argc, char** argv) try {
   }
   auto test5 = fashion_mnist::classes(data.test, 0, 4);
   fmt::print("1. pretrained the 5-class model: test accuracy on classes 0-4 {:.1f}%\n",
-             percent(predict(old_model, fashion_mnist::normalize(test5.images)).eq(test5.labels)));
+             percent(tutorial::predict(*old_model, fashion_mnist::normalize(test5.images)).eq(test5.labels)));
 
   // 2. Two 10-class models from the same start: the old model's weights, the head grown from
   //    5 to 10 rows (tutorial 5's `.adapt`), the same seed for the new rows and the batches.
@@ -185,7 +148,7 @@ int main(int argc, char** argv) try {
     double loss = 0;
     for (int e = 1; e <= o.epochs; ++e) loss = train_epoch(net, opt, few_x, few.labels, 25, before_forward);
     before_forward();
-    results.push_back({name, graft::count_parameters(*net), state_bytes(opt), percent(predict(net, test_x).eq(test_y))});
+    results.push_back({name, graft::count_parameters(*net), state_bytes(opt), percent(tutorial::predict(*net, test_x).eq(test_y))});
     fmt::print("   {}: final loss {:.4f}, test accuracy {:.1f}%\n", name, loss, results.back().accuracy);
   };
 
@@ -230,10 +193,10 @@ int main(int argc, char** argv) try {
   //    adapters into the convolutions' weights: inference costs what the plain model costs.
   Net shipped = start();
   auto loaded = graft::lora::load(*shipped, path("adapter"));
-  auto trained_predictions = predict(net, test_x);
-  auto shipped_predictions = predict(shipped, test_x);
+  auto trained_predictions = tutorial::predict(*net, test_x);
+  auto shipped_predictions = tutorial::predict(*shipped, test_x);
   loaded.merge();
-  auto merged_predictions = predict(shipped, test_x);
+  auto merged_predictions = tutorial::predict(*shipped, test_x);
   auto same = shipped_predictions.eq(trained_predictions).sum().item<std::int64_t>();
   auto same_merged = merged_predictions.eq(trained_predictions).sum().item<std::int64_t>();
   fmt::print("\n4. the adapter folder {} loaded onto a fresh model: {} of {} predictions equal the trained model's; "

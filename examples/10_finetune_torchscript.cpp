@@ -29,35 +29,12 @@
 #include <graft/script.hpp>
 
 #include "fashion_mnist.hpp"
+#include "tutorial.hpp"
 
 using namespace graft::literals;
-
-namespace {
-
-torch::Tensor predict(graft::script_module& net, const torch::Tensor& x) {
-  net.eval();
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> out;
-  for (std::int64_t i = 0; i < x.size(0); i += 1000) out.push_back(net.forward(x.slice(0, i, i + 1000)).argmax(1));
-  return torch::cat(out);
-}
-
-double percent(const torch::Tensor& hits) { return 100.0 * hits.to(torch::kDouble).mean().item<double>(); }
-
-std::string indented(std::string text) {
-  while (text.ends_with('\n')) text.pop_back();
-  std::string out = "   ";
-  for (char c : text) out += c == '\n' ? std::string("\n   ") : std::string(1, c);
-  return out;
-}
-
-int default_threads() {
-  const char* env = std::getenv("OMP_NUM_THREADS");
-  int n = env ? std::atoi(env) : 0;
-  return n > 0 ? n : 2;
-}
-
-} // namespace
+using tutorial::default_threads;
+using tutorial::indented;
+using tutorial::percent;
 
 int main(int argc, char** argv) try {
   std::string model_path = "model_5class.pt", out_path = "tuned.pt", data = std::string(fashion_mnist::default_dir), head = "fc";
@@ -126,7 +103,7 @@ int main(int argc, char** argv) try {
   }
 
   // 4. Evaluate, save, and leave the accuracy for Python to compare.
-  auto accuracy = percent(predict(*net, test_x).eq(data_set.test.labels));
+  auto accuracy = percent(tutorial::predict(*net, test_x).eq(data_set.test.labels));
   fmt::print("4. test accuracy on all {} classes: {:.2f}%\n", classes, accuracy);
   net->save(out_path);
   std::ofstream(out_path + ".accuracy") << fmt::format("{:.4f}\n", accuracy);
