@@ -12,18 +12,21 @@
 
 namespace graft::test {
 
-struct LoraNetImpl : torch::nn::Module {
-  torch::nn::Embedding emb{nullptr};
-  torch::nn::Conv2d conv3{nullptr}, conv1{nullptr};
+// The model, with libtorch's layer types or with graft's own (graft/lora/layers.hpp): the
+// same modules, registration order, initialization and state dict.
+template <class Embedding, class Conv2d, class Linear>
+struct basic_lora_net : torch::nn::Module {
+  Embedding emb{nullptr};
+  Conv2d conv3{nullptr}, conv1{nullptr};
   torch::nn::BatchNorm2d bn{nullptr};
-  torch::nn::Linear lin1{nullptr}, fc{nullptr};
-  LoraNetImpl() {
-    emb = register_module("emb", torch::nn::Embedding(10, 8));
-    conv3 = register_module("conv3", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 6, 3).stride(2).padding(1)));
-    conv1 = register_module("conv1", torch::nn::Conv2d(6, 4, 1));
+  Linear lin1{nullptr}, fc{nullptr};
+  basic_lora_net() {
+    emb = register_module("emb", Embedding(10, 8));
+    conv3 = register_module("conv3", Conv2d(torch::nn::Conv2dOptions(3, 6, 3).stride(2).padding(1)));
+    conv1 = register_module("conv1", Conv2d(6, 4, 1));
     bn = register_module("bn", torch::nn::BatchNorm2d(4));
-    lin1 = register_module("lin1", torch::nn::Linear(8, 16));
-    fc = register_module("fc", torch::nn::Linear(20, 5));
+    lin1 = register_module("lin1", Linear(8, 16));
+    fc = register_module("fc", Linear(20, 5));
     torch::NoGradGuard no_grad;
     bn->running_mean.normal_(0, 0.5);
     bn->running_var.uniform_(0.5, 2.0);
@@ -36,7 +39,10 @@ struct LoraNetImpl : torch::nn::Module {
     return fc(torch::cat({h, x}, 1));
   }
 };
+struct LoraNetImpl : basic_lora_net<torch::nn::Embedding, torch::nn::Conv2d, torch::nn::Linear> {};
 TORCH_MODULE(LoraNet);
+struct OwnLoraNetImpl : basic_lora_net<graft::lora::Embedding, graft::lora::Conv2d, graft::lora::Linear> {};
+TORCH_MODULE(OwnLoraNet);
 
 inline const std::string lora_net_python = R"(
 import json, math, sys
@@ -84,14 +90,16 @@ struct lora_fixture {
     graft::write_safetensors(dir.file("inputs.safetensors"), {{"img", img}, {"tok", tok}});
   }
   std::string path() const { return dir.path().string(); }
-  /// A fresh model holding the base weights.
-  LoraNet fresh() const {
-    LoraNet m;
+  /// A fresh model holding the base weights (Net: LoraNet or OwnLoraNet).
+  template <class Net = LoraNet>
+  Net fresh() const {
+    Net m;
     graft::merge(*m, graft::read(dir.file("base.safetensors")).load());
     m->eval();
     return m;
   }
-  torch::Tensor run(LoraNet& m) const {
+  template <class Net>
+  torch::Tensor run(Net& m) const {
     torch::NoGradGuard no_grad;
     return m->forward(img, tok);
   }

@@ -64,6 +64,11 @@ with torch.no_grad():
     auto want = graft::read(fx.dir.file("peft_out.safetensors")).load().at("y");
     CHECK(max_diff(fx.run(net), want) <= 1e-5);
     CHECK(!ad.layers().empty());
+    // graft's own layer types load the same folder and compute it on the activations.
+    auto own = fx.fresh<graft::test::OwnLoraNet>();
+    auto own_ad = graft::lora::load(*own, fx.dir.file(folder));
+    CHECK(own_ad.layers().front().own_layer != nullptr);
+    CHECK(max_diff(fx.run(own), want) <= 1e-5);
     // graft's merge_into on the base checkpoint equals PEFT's merge_and_unload.
     auto sd = graft::read(fx.dir.file("base.safetensors")).load();
     graft::lora::merge_into(sd, fx.dir.file(folder));

@@ -4,6 +4,7 @@
 // `weight` as the frozen base W0 and gets two child modules, lora_A and lora_B; the layer's
 // weight member, which its forward() reads, becomes W0 + scale·ΔW(A, B), recomputed by
 // refresh() before each training forward. merge() folds the adapter into W0 for inference.
+// graft's own layer types (lora/layers.hpp) compute the adapter on the activations instead.
 
 #include <algorithm>
 #include <cmath>
@@ -22,6 +23,7 @@
 #include <graft/detail/report_formatter.hpp>
 #include <graft/detail/script_node.hpp>
 #include <graft/error.hpp>
+#include <graft/lora/layers.hpp>
 #include <graft/select/module.hpp>
 #include <graft/select/select.hpp>
 #include <graft/state_dict/state_dict.hpp>
@@ -83,6 +85,9 @@ struct layer {
   std::int64_t r;
   double alpha;
   double scale;              ///< alpha / r, or alpha / sqrt(r) with rslora
+  /// Set when the layer is one of graft's own (lora/layers.hpp): its forward() computes the
+  /// adapter on the activations, and its weight member stays W0. Null for libtorch's layers.
+  detail::adapter_slot* own_layer = nullptr;
 
   /// scale·ΔW in the shape of the base weight: B·A (linear), B·A over the kernel (conv),
   /// (B·A)ᵀ (embedding). Differentiable in A and B.
@@ -195,6 +200,7 @@ public:
   void refresh() {
     if (merged_) return;
     for (auto& l : layers_) {
+      if (l.own_layer) continue;
       torch::Tensor a = l.A;
       if (options_.dropout > 0 && l.kind != layer_kind::embedding && model_->is_training() && torch::GradMode::is_enabled()) {
         // Drops input features of A (columns of the linear map), with one mask per step.
@@ -215,6 +221,7 @@ public:
     for (auto& l : layers_) {
       l.base.add_(l.delta());
       *l.weight = l.base;
+      if (l.own_layer) l.own_layer->set_active(false);
     }
     merged_ = true;
   }
@@ -224,7 +231,10 @@ public:
     if (!merged_) throw state_error("the adapters are not merged");
     {
       torch::NoGradGuard no_grad;
-      for (auto& l : layers_) l.base.sub_(l.delta());
+      for (auto& l : layers_) {
+        l.base.sub_(l.delta());
+        if (l.own_layer) l.own_layer->set_active(true);
+      }
     }
     merged_ = false;
     refresh();
@@ -241,6 +251,7 @@ public:
     }
     for (auto& l : layers_) {
       *l.weight = l.base;
+      if (l.own_layer) l.own_layer->disconnect();
       l.module->unregister_module("lora_A");
       l.module->unregister_module("lora_B");
     }
@@ -389,7 +400,8 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
     if (r <= 0) throw option_error(fmt::format("LoRA rank for '{}' must be positive, not {}", p.path, r));
     torch::Tensor base = p.module->named_parameters(false)["weight"];
     auto scale = opts.rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
-    layers.push_back({p.path, std::move(type), kind, p.module, weight_member(*p.module, kind), base, {}, {}, r, alpha, scale});
+    layers.push_back({p.path, std::move(type), kind, p.module, weight_member(*p.module, kind), base, {}, {}, r, alpha, scale,
+                      dynamic_cast<adapter_slot*>(p.module)});
   }
   std::vector<selected_tensor> to_save_modules;
   std::vector<std::string> to_save_paths;
@@ -426,6 +438,7 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
     init_factors(l.kind, opts.init, a, b, l.r);
     l.A = l.module->register_module("lora_A", std::make_shared<factor_impl>(a.set_requires_grad(true)))->weight;
     l.B = l.module->register_module("lora_B", std::make_shared<factor_impl>(b.set_requires_grad(true)))->weight;
+    if (l.own_layer) l.own_layer->connect(l.A, l.B, l.scale, l.kind == layer_kind::embedding ? 0.0 : opts.dropout);
     rep.layers.push_back(l.path);
     rep.types.push_back(l.type);
     rep.ranks.push_back(l.r);

@@ -1,0 +1,142 @@
+#pragma once
+// graft's own Linear, Conv1d/2d/3d and Embedding: libtorch's layers (same options, parameters,
+// initialization and state dict) whose forward() also computes a LoRA adapter on the
+// activations, base(x) + scale·B(A(dropout(x))), as PEFT computes it. Declare a model's layers
+// with these types where you can change its code: lora::attach() then wraps them without
+// recomputing their weights, and a training step costs what a hand-written LoRA layer costs.
+// Until an adapter is attached (and while it is merged) they are exactly libtorch's layers.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/nn.h>  // the module headers are not self-contained: take them whole
+
+namespace graft::lora {
+
+namespace detail {
+
+/// What attach() connects to one of graft's own layers: the adapter's factors and scale. The
+/// layer reads it in forward(); nothing else does.
+class adapter_slot {
+public:
+  virtual ~adapter_slot() = default;
+
+  void connect(torch::Tensor a, torch::Tensor b, double scale, double dropout) {
+    a_ = std::move(a);
+    b_ = std::move(b);
+    scale_ = scale;
+    dropout_ = dropout;
+    active_ = true;
+  }
+  void disconnect() {
+    a_ = b_ = torch::Tensor();
+    active_ = false;
+  }
+  /// merge() folds the adapter into the weight: the forward then skips it (and unmerge() puts it back).
+  void set_active(bool on) noexcept { active_ = on && a_.defined(); }
+  bool active() const noexcept { return active_; }
+
+protected:
+  /// The adapter's input: x, with PEFT's dropout while the layer trains.
+  torch::Tensor adapter_input(const torch::Tensor& x, bool training) const {
+    return dropout_ > 0 && training ? torch::dropout(x, dropout_, true) : x;
+  }
+  const torch::Tensor& a() const noexcept { return a_; }
+  const torch::Tensor& b() const noexcept { return b_; }
+  double scale() const noexcept { return scale_; }
+
+private:
+  torch::Tensor a_, b_;
+  double scale_ = 0, dropout_ = 0;
+  bool active_ = false;
+};
+
+/// PEFT's convolution adapter: A is a convolution with the base layer's kernel, stride,
+/// padding (mode included) and dilation, B a 1x1 convolution; so the unmerged forward computes
+/// exactly what the merged weight does.
+template <std::size_t D, class Options>
+torch::Tensor adapter_conv(torch::Tensor x, const torch::Tensor& a, const torch::Tensor& b, const Options& o,
+                           const std::vector<std::int64_t>& reversed_padding_twice) {
+  namespace F = torch::nn::functional;
+  F::ConvFuncOptions<D> first;
+  first.stride(o.stride()).dilation(o.dilation());
+  auto mode = torch::enumtype::get_enum_name(o.padding_mode());
+  if (mode == "kZeros") {
+    first.padding(o.padding());
+  } else {
+    F::PadFuncOptions pad(reversed_padding_twice);
+    if (mode == "kReflect") pad.mode(torch::kReflect);
+    else if (mode == "kReplicate") pad.mode(torch::kReplicate);
+    else pad.mode(torch::kCircular);
+    x = F::pad(x, pad);
+    first.padding(0);
+  }
+  if constexpr (D == 1) return F::conv1d(F::conv1d(x, a, first), b);
+  else if constexpr (D == 2) return F::conv2d(F::conv2d(x, a, first), b);
+  else return F::conv3d(F::conv3d(x, a, first), b);
+}
+
+template <std::size_t D, class Base>
+class conv_layer : public Base, public adapter_slot {
+public:
+  using Base::Base;
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto y = Base::forward(x);
+    if (!active()) return y;
+    return y.add(adapter_conv<D>(adapter_input(x, this->is_training()), a(), b(), this->options,
+                                 this->_reversed_padding_repeated_twice),
+                 scale());
+  }
+};
+
+} // namespace detail
+
+/// torch::nn::Linear, plus base(x) + scale·B(A(dropout(x))) once lora::attach() wraps it.
+class LinearImpl : public torch::nn::LinearImpl, public detail::adapter_slot {
+public:
+  using torch::nn::LinearImpl::LinearImpl;
+  torch::Tensor forward(const torch::Tensor& x) {
+    namespace F = torch::nn::functional;
+    auto y = torch::nn::LinearImpl::forward(x);
+    if (!active()) return y;
+    return y.add(F::linear(F::linear(adapter_input(x, is_training()), a()), b()), scale());
+  }
+};
+TORCH_MODULE(Linear);
+
+/// torch::nn::Conv1d/2d/3d, plus base(x) + scale·B(A(dropout(x))) once lora::attach() wraps
+/// them (A: the layer's kernel, stride, padding and dilation with r output channels; B: 1x1).
+class Conv1dImpl : public detail::conv_layer<1, torch::nn::Conv1dImpl> {
+public:
+  using conv_layer::conv_layer;
+};
+TORCH_MODULE(Conv1d);
+class Conv2dImpl : public detail::conv_layer<2, torch::nn::Conv2dImpl> {
+public:
+  using conv_layer::conv_layer;
+};
+TORCH_MODULE(Conv2d);
+class Conv3dImpl : public detail::conv_layer<3, torch::nn::Conv3dImpl> {
+public:
+  using conv_layer::conv_layer;
+};
+TORCH_MODULE(Conv3d);
+
+/// torch::nn::Embedding, plus scale·(A[:, x])ᵀ·Bᵀ once lora::attach() wraps it, as PEFT's
+/// lora_embedding_A / lora_embedding_B (no dropout, as in PEFT).
+class EmbeddingImpl : public torch::nn::EmbeddingImpl, public detail::adapter_slot {
+public:
+  using torch::nn::EmbeddingImpl::EmbeddingImpl;
+  torch::Tensor forward(const torch::Tensor& x) {
+    namespace F = torch::nn::functional;
+    auto y = torch::nn::EmbeddingImpl::forward(x);
+    if (!active()) return y;
+    F::EmbeddingFuncOptions o;
+    if (options.padding_idx()) o.padding_idx(*options.padding_idx());
+    return y.add(torch::matmul(F::embedding(x, a().t(), o), b().t()), scale());
+  }
+};
+TORCH_MODULE(Embedding);
+
+} // namespace graft::lora
