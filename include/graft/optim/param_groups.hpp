@@ -11,7 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -26,143 +26,20 @@
 #include <fmt/ranges.h>
 #include <torch/optim/lbfgs.h>
 #include <torch/optim/optimizer.h>
-#include <torch/version.h>
 
 #include <graft/error.hpp>
+#include <graft/optim/detail/named_param_groups.hpp>
+#include <graft/optim/detail/param_group_spec.hpp>
 #include <graft/optim/options.hpp>
 #include <graft/select/basic.hpp>
 #include <graft/select/regex.hpp>
 #include <graft/select/select.hpp>
 #include <graft/select/tensor.hpp>
 
-// libtorch releases whose Optimizer(groups, defaults) merges each group's options with the
-// defaults by comparing them with a default-constructed options object (seen in 2.13).
-#ifndef GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
-#define GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS 1
-#else
-#define GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS 0
-#endif
-#endif
-
 namespace graft {
-
-/// The settings every optimizer shares, per group: {.lr_scale = 10}, {.weight_decay = 0}.
-struct group_options {
-  std::optional<double> lr;                  ///< absolute learning rate
-  std::optional<double> lr_scale;            ///< multiplies the base learning rate
-  std::optional<double> weight_decay;        ///< absolute weight decay
-  std::optional<double> weight_decay_scale;  ///< multiplies the base weight decay
-  bool include_frozen = false;               ///< also take parameters that do not require grad
-};
 
 /// timm's no-weight-decay set: every tensor with ndim <= 1 (biases, norm scales) and every bias.
 inline const auto no_weight_decay = labeled((ndim <= 1) | bias, "no_weight_decay");
-
-/// Built param groups: libtorch's groups plus their names, settings and which parameter went where.
-class named_param_groups {
-public:
-  /// One group as built.
-  struct group_info {
-    std::string name;
-    double lr;
-    std::optional<double> weight_decay;  ///< empty for an optimizer without weight decay
-    std::size_t tensors = 0;
-    std::int64_t elements = 0;
-  };
-  /// One parameter of the model and where it went.
-  struct parameter_info {
-    std::string path;
-    torch::Tensor tensor;
-    bool trainable;
-    std::optional<std::size_t> group;  ///< empty for a frozen parameter left out
-    torch::IntArrayRef shape() const { return tensor.sizes(); }
-  };
-
-  /// libtorch's param groups, in declaration order.
-  const std::vector<torch::optim::OptimizerParamGroup>& groups() const noexcept { return groups_; }
-  /// Passes straight to an optimizer: torch::optim::SGD opt(groups, defaults). From libtorch
-  /// 2.9 that constructor replaces every group option equal to its options class's default
-  /// (weight_decay 0, an lr of 1e-3, ...) with the optimizer's default, so a no-decay group
-  /// decays again: there, use make_optimizer, which installs the groups as built.
-#if GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS
-  [[deprecated("libtorch >= 2.9's optimizer constructor overwrites group options that equal their "
-               "class's defaults (a no-decay group's weight_decay 0): use groups.make_optimizer<Opt>(defaults)")]]
-#endif
-  operator std::vector<torch::optim::OptimizerParamGroup>() const { return groups_; }
-  std::size_t size() const noexcept { return groups_.size(); }
-  /// Group names, parallel to groups() and to an optimizer's param_groups().
-  const std::vector<std::string>& names() const noexcept { return names_; }
-  const std::vector<group_info>& info() const noexcept { return info_; }
-  /// Every parameter of the model (tied ones once), in named_parameters() order.
-  const std::vector<parameter_info>& parameters() const noexcept { return params_; }
-
-  /// The index of the group called `name` (the same in the optimizer); key_error if none.
-  std::size_t index_of(std::string_view name) const {
-    for (std::size_t i = 0; i < names_.size(); ++i)
-      if (names_[i] == name) return i;
-    throw key_error(fmt::format("no param group named '{}'; the groups are '{}'", name, fmt::join(names_, "', '")));
-  }
-  /// The group called `name`.
-  const torch::optim::OptimizerParamGroup& operator[](std::string_view name) const { return groups_[index_of(name)]; }
-  /// The name of the group that holds the parameter at `path`, if any.
-  std::optional<std::string_view> group_of(std::string_view path) const {
-    for (auto& p : params_)
-      if (p.path == path) return p.group ? std::optional<std::string_view>(names_[*p.group]) : std::nullopt;
-    return std::nullopt;
-  }
-
-  /// Constructs optimizer `Opt` (torch::optim::SGD, Adam, ...) over these groups. Equal to
-  /// Opt(groups, defaults), but skips libtorch's per-parameter duplicate check (a string
-  /// built per parameter), which the build already guarantees: each tensor is in one group.
-  template <class Opt, optimizer_options O>
-    requires std::derived_from<Opt, torch::optim::Optimizer> && std::constructible_from<Opt, std::vector<torch::Tensor>, O>
-  Opt make_optimizer(const O& defaults) const {
-    Opt opt(std::vector<torch::Tensor>{}, defaults);
-    auto& installed = opt.param_groups();
-    installed.clear();
-    installed.reserve(groups_.size());
-    for (auto& g : groups_) installed.push_back(g);  // copies clone the options
-    return opt;
-  }
-
-private:
-  template <class...> friend class param_groups_builder;
-  std::vector<torch::optim::OptimizerParamGroup> groups_;
-  std::vector<std::string> names_;
-  std::vector<group_info> info_;
-  std::vector<parameter_info> params_;
-};
-
-namespace detail {
-
-// The selector of rest(): every parameter no earlier group took.
-struct rest_t : everything_t {
-  std::string describe() const { return "rest"; }
-};
-
-template <class Sel, class... Settings>
-struct group_spec {
-  std::string name;
-  Sel sel;
-  group_options opts;
-  std::tuple<Settings...> settings;
-  static constexpr bool is_rest = std::is_same_v<Sel, rest_t>;
-};
-
-template <class T>
-inline constexpr bool is_rest_spec = T::is_rest;
-
-// Everything the build needs that is not a group's own.
-struct split_options {
-  std::optional<std::function<bool(const tensor_view&)>> no_decay;
-  std::optional<std::function<int(std::string_view)>> layer_of;
-  double layer_decay = 1.0;
-  int num_layers = 0;
-};
-
-
-} // namespace detail
 
 /// Declares named groups one by one, then build(options) makes them. Each call returns a new
 /// builder: chain the calls.
@@ -232,25 +109,28 @@ public:
   template <optimizer_options O>
   named_param_groups build(const O& base) const {
     named_param_groups out;
-    constexpr std::size_t n_specs = sizeof...(Specs);
-    std::vector<std::size_t> taken(n_specs, 0);
+    auto placed = place(out.params_);
+    check_groups(placed.taken);
+    check_leftovers(placed.leftovers);
+    for (auto slot : placed.order(out.params_))
+      add_group(out, base, placed.keys[slot], std::move(placed.members[slot]));
+    if constexpr (std::is_same_v<O, torch::optim::LBFGSOptions>)
+      if (out.groups_.size() > 1)
+        throw option_error(fmt::format("LBFGS optimizes a single param group; these settings make {} ('{}')",
+                                       out.groups_.size(), fmt::join(out.names_, "', '")));
+    return out;
+  }
 
-    // A parameter's destination: its declared group, layer id and decay half. Few distinct
-    // ones exist, so a linear search over them beats sorting the parameters.
-    struct slot_key {
-      std::size_t spec;
-      int layer;
-      bool no_decay;
-      auto operator<=>(const slot_key&) const = default;
-    };
-    std::vector<slot_key> keys;
-    std::vector<std::vector<torch::Tensor>> members;
-    std::vector<std::string> leftovers;
-
+private:
+  // Walks the parameters, recording each one in `params`, and puts each one in the first
+  // declared group that takes it (a trainable parameter, or any with include_frozen), split by
+  // layer id and decay half. A parameter's group in `params` is its slot index for now.
+  detail::placement place(std::vector<named_param_groups::parameter_info>& params) const {
+    detail::placement placed(sizeof...(Specs));
     for (auto t : walk(*module_)) {
       const auto& p = t.tensor();
       bool trainable = p.requires_grad();
-      out.params_.push_back({std::string(t.path()), p, trainable, std::nullopt});
+      params.push_back({std::string(t.path()), p, trainable, std::nullopt});
       std::size_t index = 0;
       bool found = false;
       auto try_spec = [&](const auto& spec) {
@@ -262,79 +142,61 @@ public:
       };
       std::apply([&](const auto&... spec) { (try_spec(spec), ...); }, specs_);
       if (!found) {
-        if (trainable) leftovers.emplace_back(t.path());
+        if (trainable) placed.leftovers.emplace_back(t.path());
         continue;
       }
-      ++taken[index];
       int layer = split_.layer_of ? (*split_.layer_of)(t.path()) : 0;
       bool nd = split_.no_decay && (*split_.no_decay)(t);
-      slot_key key{index, layer, nd};
-      auto k = static_cast<std::size_t>(std::find(keys.begin(), keys.end(), key) - keys.begin());
-      if (k == keys.size()) {
-        keys.push_back(key);
-        members.emplace_back();
-      }
-      members[k].push_back(p);
-      out.params_.back().group = k;  // an index into keys for now; a group index below
+      params.back().group = placed.add({index, layer, nd}, p);
     }
-
-    check_groups(taken);
-    if (!leftovers.empty() && !has_rest) {
-      std::size_t shown = std::min<std::size_t>(leftovers.size(), 5);
-      throw selection_error(fmt::format(
-          "param groups leave {} trainable parameters in no group: '{}'{} (add a group for them, or "
-          ".rest(\"name\"), or freeze them)",
-          leftovers.size(), fmt::join(leftovers.begin(), leftovers.begin() + shown, "', '"),
-          leftovers.size() > shown ? ", ..." : ""));
-    }
-
-    // Groups in declaration order; within one, by layer id, then the decayed half first.
-    std::vector<std::size_t> order(keys.size()), rank(keys.size());
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return keys[a] < keys[b]; });
-    for (std::size_t g = 0; g < order.size(); ++g) rank[order[g]] = g;
-    for (auto& info : out.params_)
-      if (info.group) info.group = rank[*info.group];
-
-    for (std::size_t g = 0; g < order.size(); ++g) {
-      const auto& k = keys[order[g]];
-      auto& group_members = members[order[g]];
-      O opts = base;
-      std::string name;
-      visit_spec(k.spec, [&](const auto& spec) {
-        name = spec.name;
-        apply_common(opts, base, spec);
-        std::apply([&](const auto&... s) { (s.apply(opts), ...); }, spec.settings);
-      });
-      if (split_.layer_of) {
-        name += fmt::format(".layer{}", k.layer);
-        opts.lr(opts.lr() * std::pow(split_.layer_decay, split_.num_layers - k.layer));
-      }
-      if (k.no_decay) {
-        name += ".no_decay";
-        if constexpr (has_weight_decay<O>)
-          opts.weight_decay(0.0);
-        else
-          throw option_error("no_decay(): this optimizer has no weight decay to turn off");
-      }
-      for (auto& existing : out.names_)
-        if (existing == name)
-          throw option_error(fmt::format("two param groups are named '{}'", name));
-      named_param_groups::group_info info{name, opts.lr(), std::nullopt, group_members.size(), 0};
-      if constexpr (has_weight_decay<O>) info.weight_decay = opts.weight_decay();
-      for (auto& p : group_members) info.elements += p.numel();
-      out.names_.push_back(name);
-      out.info_.push_back(std::move(info));
-      out.groups_.emplace_back(std::move(group_members), std::make_unique<O>(std::move(opts)));
-    }
-    if constexpr (std::is_same_v<O, torch::optim::LBFGSOptions>)
-      if (out.groups_.size() > 1)
-        throw option_error(fmt::format("LBFGS optimizes a single param group; these settings make {} ('{}')",
-                                       out.groups_.size(), fmt::join(out.names_, "', '")));
-    return out;
+    return placed;
   }
 
-private:
+  // Trainable parameters in no group are an error, unless rest() takes them.
+  static void check_leftovers(const std::vector<std::string>& leftovers) {
+    if (leftovers.empty() || has_rest) return;
+    std::size_t shown = std::min<std::size_t>(leftovers.size(), 5);
+    throw selection_error(fmt::format(
+        "param groups leave {} trainable parameters in no group: '{}'{} (add a group for them, or "
+        ".rest(\"name\"), or freeze them)",
+        leftovers.size(), fmt::join(leftovers.begin(), leftovers.begin() + shown, "', '"),
+        leftovers.size() > shown ? ", ..." : ""));
+  }
+
+  // Makes the group of one slot: `base` with its declared group's settings, then its layer's
+  // learning-rate decay and its decay half.
+  template <class O>
+  void add_group(named_param_groups& out, const O& base, const detail::placement::slot_key& k,
+                 std::vector<torch::Tensor> group_members) const {
+    O opts = base;
+    std::string name;
+    visit_spec(k.spec, [&](const auto& spec) {
+      name = spec.name;
+      apply_common(opts, base, spec);
+      std::apply([&](const auto&... s) { (s.apply(opts), ...); }, spec.settings);
+    });
+    if (split_.layer_of) {
+      name += fmt::format(".layer{}", k.layer);
+      opts.lr(opts.lr() * std::pow(split_.layer_decay, split_.num_layers - k.layer));
+    }
+    if (k.no_decay) {
+      name += ".no_decay";
+      if constexpr (has_weight_decay<O>)
+        opts.weight_decay(0.0);
+      else
+        throw option_error("no_decay(): this optimizer has no weight decay to turn off");
+    }
+    for (auto& existing : out.names_)
+      if (existing == name)
+        throw option_error(fmt::format("two param groups are named '{}'", name));
+    named_param_groups::group_info info{name, opts.lr(), std::nullopt, group_members.size(), 0};
+    if constexpr (has_weight_decay<O>) info.weight_decay = opts.weight_decay();
+    for (auto& p : group_members) info.elements += p.numel();
+    out.names_.push_back(name);
+    out.info_.push_back(std::move(info));
+    out.groups_.emplace_back(std::move(group_members), std::make_unique<O>(std::move(opts)));
+  }
+
   template <class F>
   void visit_spec(std::size_t i, F&& f) const {
     std::size_t k = 0;
@@ -403,34 +265,3 @@ inline param_groups_builder<> param_groups(torch::nn::Module& module) { return {
 
 } // namespace graft
 
-/// A table of the groups: name, lr, weight decay, tensors, elements. "{:v}" adds one line per
-/// parameter: its group, shape and whether it trains.
-template <>
-struct fmt::formatter<graft::named_param_groups> {
-  bool verbose = false;
-  constexpr auto parse(format_parse_context& ctx) {
-    auto it = ctx.begin();
-    if (it != ctx.end() && *it == 'v') {
-      verbose = true;
-      ++it;
-    }
-    return it;
-  }
-  template <class Ctx>
-  auto format(const graft::named_param_groups& g, Ctx& ctx) const {
-    std::size_t w = 5;
-    for (auto& i : g.info()) w = std::max(w, i.name.size());
-    auto out = fmt::format_to(ctx.out(), "{:<{}}  {:>10}  {:>12}  {:>7}  {:>10}\n", "group", w, "lr",
-                              "weight_decay", "tensors", "elements");
-    for (auto& i : g.info())
-      out = fmt::format_to(out, "{:<{}}  {:>10.4g}  {:>12}  {:>7}  {:>10}\n", i.name, w, i.lr,
-                           i.weight_decay ? fmt::format("{:.4g}", *i.weight_decay) : std::string("-"), i.tensors,
-                           i.elements);
-    if (verbose)
-      for (auto& p : g.parameters())
-        out = fmt::format_to(out, "  {} [{}] {} {}\n", p.path, fmt::join(p.shape(), ", "),
-                             p.group ? g.names()[*p.group] : std::string("(no group)"),
-                             p.trainable ? "trainable" : "frozen");
-    return out;
-  }
-};

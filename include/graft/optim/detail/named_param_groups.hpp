@@ -1,0 +1,143 @@
+#pragma once
+// named_param_groups: what param_groups(...).build(options) returns — libtorch's param groups
+// with their names, their settings and where each parameter went — and its table formatter.
+
+#include <algorithm>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/optim/optimizer.h>
+#include <torch/types.h>
+#include <torch/version.h>
+
+#include <graft/error.hpp>
+#include <graft/optim/options.hpp>
+
+// libtorch releases whose Optimizer(groups, defaults) merges each group's options with the
+// defaults by comparing them with a default-constructed options object (seen in 2.13).
+#ifndef GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+#define GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS 1
+#else
+#define GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS 0
+#endif
+#endif
+
+namespace graft {
+
+/// Built param groups: libtorch's groups plus their names, settings and which parameter went where.
+class named_param_groups {
+public:
+  /// One group as built.
+  struct group_info {
+    std::string name;
+    double lr;
+    std::optional<double> weight_decay;  ///< empty for an optimizer without weight decay
+    std::size_t tensors = 0;
+    std::int64_t elements = 0;
+  };
+  /// One parameter of the model and where it went.
+  struct parameter_info {
+    std::string path;
+    torch::Tensor tensor;
+    bool trainable;
+    std::optional<std::size_t> group;  ///< empty for a frozen parameter left out
+    torch::IntArrayRef shape() const { return tensor.sizes(); }
+  };
+
+  /// libtorch's param groups, in declaration order.
+  const std::vector<torch::optim::OptimizerParamGroup>& groups() const noexcept { return groups_; }
+  /// Passes straight to an optimizer: torch::optim::SGD opt(groups, defaults). From libtorch
+  /// 2.9 that constructor replaces every group option equal to its options class's default
+  /// (weight_decay 0, an lr of 1e-3, ...) with the optimizer's default, so a no-decay group
+  /// decays again: there, use make_optimizer, which installs the groups as built.
+#if GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS
+  [[deprecated("libtorch >= 2.9's optimizer constructor overwrites group options that equal their "
+               "class's defaults (a no-decay group's weight_decay 0): use groups.make_optimizer<Opt>(defaults)")]]
+#endif
+  operator std::vector<torch::optim::OptimizerParamGroup>() const { return groups_; }
+  std::size_t size() const noexcept { return groups_.size(); }
+  /// Group names, parallel to groups() and to an optimizer's param_groups().
+  const std::vector<std::string>& names() const noexcept { return names_; }
+  const std::vector<group_info>& info() const noexcept { return info_; }
+  /// Every parameter of the model (tied ones once), in named_parameters() order.
+  const std::vector<parameter_info>& parameters() const noexcept { return params_; }
+
+  /// The index of the group called `name` (the same in the optimizer); key_error if none.
+  std::size_t index_of(std::string_view name) const {
+    for (std::size_t i = 0; i < names_.size(); ++i)
+      if (names_[i] == name) return i;
+    throw key_error(fmt::format("no param group named '{}'; the groups are '{}'", name, fmt::join(names_, "', '")));
+  }
+  /// The group called `name`.
+  const torch::optim::OptimizerParamGroup& operator[](std::string_view name) const { return groups_[index_of(name)]; }
+  /// The name of the group that holds the parameter at `path`, if any.
+  std::optional<std::string_view> group_of(std::string_view path) const {
+    for (auto& p : params_)
+      if (p.path == path) return p.group ? std::optional<std::string_view>(names_[*p.group]) : std::nullopt;
+    return std::nullopt;
+  }
+
+  /// Constructs optimizer `Opt` (torch::optim::SGD, Adam, ...) over these groups. Equal to
+  /// Opt(groups, defaults), but skips libtorch's per-parameter duplicate check (a string
+  /// built per parameter), which the build already guarantees: each tensor is in one group.
+  template <class Opt, optimizer_options O>
+    requires std::derived_from<Opt, torch::optim::Optimizer> && std::constructible_from<Opt, std::vector<torch::Tensor>, O>
+  Opt make_optimizer(const O& defaults) const {
+    Opt opt(std::vector<torch::Tensor>{}, defaults);
+    auto& installed = opt.param_groups();
+    installed.clear();
+    installed.reserve(groups_.size());
+    for (auto& g : groups_) installed.push_back(g);  // copies clone the options
+    return opt;
+  }
+
+private:
+  template <class...> friend class param_groups_builder;
+  std::vector<torch::optim::OptimizerParamGroup> groups_;
+  std::vector<std::string> names_;
+  std::vector<group_info> info_;
+  std::vector<parameter_info> params_;
+};
+
+} // namespace graft
+
+/// A table of the groups: name, lr, weight decay, tensors, elements. "{:v}" adds one line per
+/// parameter: its group, shape and whether it trains.
+template <>
+struct fmt::formatter<graft::named_param_groups> {
+  bool verbose = false;
+  constexpr auto parse(format_parse_context& ctx) {
+    auto it = ctx.begin();
+    if (it != ctx.end() && *it == 'v') {
+      verbose = true;
+      ++it;
+    }
+    return it;
+  }
+  template <class Ctx>
+  auto format(const graft::named_param_groups& g, Ctx& ctx) const {
+    std::size_t w = 5;
+    for (auto& i : g.info()) w = std::max(w, i.name.size());
+    auto out = fmt::format_to(ctx.out(), "{:<{}}  {:>10}  {:>12}  {:>7}  {:>10}\n", "group", w, "lr",
+                              "weight_decay", "tensors", "elements");
+    for (auto& i : g.info())
+      out = fmt::format_to(out, "{:<{}}  {:>10.4g}  {:>12}  {:>7}  {:>10}\n", i.name, w, i.lr,
+                           i.weight_decay ? fmt::format("{:.4g}", *i.weight_decay) : std::string("-"), i.tensors,
+                           i.elements);
+    if (verbose)
+      for (auto& p : g.parameters())
+        out = fmt::format_to(out, "  {} [{}] {} {}\n", p.path, fmt::join(p.shape(), ", "),
+                             p.group ? g.names()[*p.group] : std::string("(no group)"),
+                             p.trainable ? "trainable" : "frozen");
+    return out;
+  }
+};
