@@ -15,6 +15,7 @@
 
 #include <graft/error.hpp>
 #include <graft/formats/detail/pickle_globals.hpp>
+#include <graft/formats/detail/pickle_opcodes.hpp>
 #include <graft/state_dict/value.hpp>
 
 namespace graft::detail {
@@ -38,9 +39,10 @@ public:
 
   /// Pickles `v` whole: PROTO 2 ... STOP.
   void dump(const value& v) {
-    out_ += "\x80\x02";
+    emit(pickle_op::proto);
+    out_ += '\x02';  // the protocol
     write(v);
-    out_ += '.';
+    emit(pickle_op::stop);
   }
   /// The pickle bytes.
   const std::string& bytes() const noexcept { return out_; }
@@ -48,6 +50,7 @@ public:
   const std::vector<storage_record>& storages() const noexcept { return storages_; }
 
 private:
+  void emit(pickle_op op) { out_ += op_byte(op); }
   void u32(std::uint32_t v) {
     char b[4];
     for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
@@ -55,20 +58,20 @@ private:
   }
   void text(std::string_view s) {
     if (s.size() > 0xFFFFFFFFu) fail("a string longer than 4 GiB cannot be pickled");
-    out_ += 'X';
+    emit(pickle_op::binunicode);
     u32(static_cast<std::uint32_t>(s.size()));
     out_ += s;
   }
   void integer(std::int64_t v) {
     if (v >= 0 && v < 256) {
-      out_ += 'K';
+      emit(pickle_op::binint1);
       out_ += static_cast<char>(v);
     } else if (v >= 0 && v < 65536) {
-      out_ += 'M';
+      emit(pickle_op::binint2);
       out_ += static_cast<char>(v & 0xFF);
       out_ += static_cast<char>(v >> 8);
     } else if (v >= INT32_MIN && v <= INT32_MAX) {
-      out_ += 'J';
+      emit(pickle_op::binint);
       u32(static_cast<std::uint32_t>(static_cast<std::int32_t>(v)));
     } else {
       // LONG1: the shortest little-endian two's complement that keeps the sign.
@@ -77,7 +80,7 @@ private:
       for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(u >> (8 * i));
       int n = 8;
       while (n > 1 && ((b[n - 1] == 0 && !(b[n - 2] & 0x80)) || (b[n - 1] == char(0xFF) && (b[n - 2] & 0x80)))) --n;
-      out_ += '\x8a';
+      emit(pickle_op::long1);
       out_ += static_cast<char>(n);
       out_.append(b, n);
     }
@@ -85,43 +88,48 @@ private:
   void floating(double d) {
     std::uint64_t bits;
     std::memcpy(&bits, &d, 8);
-    out_ += 'G';
+    emit(pickle_op::binfloat);
     for (int i = 7; i >= 0; --i) out_ += static_cast<char>(bits >> (8 * i));
   }
   // A global, memoized on first use so each is spelled once.
   void global(std::string_view module, std::string_view name) {
     std::string full = fmt::format("{}\n{}\n", module, name);
     if (auto it = memo_.find(full); it != memo_.end()) return get(it->second);
-    out_ += 'c';
+    emit(pickle_op::global);
     out_ += full;
     auto id = static_cast<std::uint32_t>(memo_.size());
     memo_.emplace(std::move(full), id);
     if (id < 256) {
-      out_ += 'q';
+      emit(pickle_op::binput);
       out_ += static_cast<char>(id);
     } else {
-      out_ += 'r';
+      emit(pickle_op::long_binput);
       u32(id);
     }
   }
   void get(std::uint32_t id) {
     if (id < 256) {
-      out_ += 'h';
+      emit(pickle_op::binget);
       out_ += static_cast<char>(id);
     } else {
-      out_ += 'j';
+      emit(pickle_op::long_binget);
       u32(id);
     }
   }
   void int_tuple(c10::IntArrayRef xs) {
-    if (xs.empty()) { out_ += ')'; return; }
-    if (xs.size() > 3) out_ += '(';
+    if (xs.empty()) return emit(pickle_op::empty_tuple);
+    if (xs.size() > 3) emit(pickle_op::mark);
     for (auto x : xs) integer(x);
-    out_ += xs.size() == 1 ? '\x85' : xs.size() == 2 ? '\x86' : xs.size() == 3 ? '\x87' : 't';
+    close_tuple(xs.size());
+  }
+  // Ends a tuple of n items: TUPLE1..3 take them off the stack, a longer one needs its MARK.
+  void close_tuple(std::size_t n) {
+    emit(n == 1 ? pickle_op::tuple1 : n == 2 ? pickle_op::tuple2 : n == 3 ? pickle_op::tuple3 : pickle_op::tuple);
   }
   void empty_ordered_dict() {
     global("collections", "OrderedDict");
-    out_ += ")R";
+    emit(pickle_op::empty_tuple);
+    emit(pickle_op::reduce);
   }
 
   [[noreturn]] void fail(std::string_view what) const {
@@ -130,8 +138,8 @@ private:
   }
 
   void write(const value& v) {
-    if (v.is_none()) out_ += 'N';
-    else if (v.is_bool()) out_ += v.as_bool() ? '\x88' : '\x89';
+    if (v.is_none()) emit(pickle_op::none);
+    else if (v.is_bool()) emit(v.as_bool() ? pickle_op::newtrue : pickle_op::newfalse);
     else if (v.is_int()) integer(v.as_int());
     else if (v.is_float()) floating(v.as_number());
     else if (v.is_string()) text(v.as_string());
@@ -152,7 +160,8 @@ private:
       global("_codecs", "encode");
       text(latin1);
       text("latin1");
-      out_ += "\x86R";  // TUPLE2, REDUCE
+      emit(pickle_op::tuple2);
+      emit(pickle_op::reduce);
     } else if (v.is_tensor()) tensor(v.as_tensor());
     else if (v.is_sequence()) sequence_of(v.as_sequence());
     else if (v.is_dict()) dict_of(v.as_dict());
@@ -167,17 +176,17 @@ private:
       path_.resize(keep);
     };
     if (s.is_tuple) {
-      if (n == 0) { out_ += ')'; return; }
-      if (n > 3) out_ += '(';
+      if (n == 0) return emit(pickle_op::empty_tuple);
+      if (n > 3) emit(pickle_op::mark);
       for (std::size_t i = 0; i < n; ++i) item(i);
-      out_ += n == 1 ? '\x85' : n == 2 ? '\x86' : n == 3 ? '\x87' : 't';
+      close_tuple(n);
       return;
     }
-    out_ += ']';
+    emit(pickle_op::empty_list);
     if (n == 0) return;
-    out_ += '(';
+    emit(pickle_op::mark);
     for (std::size_t i = 0; i < n; ++i) item(i);
-    out_ += 'e';
+    emit(pickle_op::appends);
   }
 
   // A dict of tensors (a state dict) is written as the OrderedDict state_dict() returns; any
@@ -186,9 +195,9 @@ private:
     bool state_dict = !d.empty();
     for (auto& [k, v] : d) state_dict &= v.is_tensor();
     if (state_dict) empty_ordered_dict();
-    else out_ += '}';
+    else emit(pickle_op::empty_dict);
     if (d.empty()) return;
-    out_ += '(';
+    emit(pickle_op::mark);
     for (auto& [k, v] : d) {
       write(k);
       auto keep = path_.size();
@@ -196,11 +205,11 @@ private:
       write(v);
       path_.resize(keep);
     }
-    out_ += 'u';
+    emit(pickle_op::setitems);
   }
 
   void tensor(torch::Tensor t) {
-    if (!t.defined()) { out_ += 'N'; return; }
+    if (!t.defined()) { emit(pickle_op::none); return; }
     if (t.layout() != torch::kStrided) fail(fmt::format("a tensor of layout {} cannot be saved; only strided (dense) tensors can", c10::str(t.layout())));
     // Dtypes with a legacy storage class are written as PyTorch 1.x and 2.x write them
     // (_rebuild_tensor_v2 over a typed storage); the 2.x-only dtypes (uint16, float8, ...) as
@@ -223,21 +232,25 @@ private:
     const auto& key = storages_[it->second].key;
 
     global("torch._utils", type ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
-    out_ += "((";
+    emit(pickle_op::mark);
+    emit(pickle_op::mark);
     text("storage");
     if (type) global("torch", *type);
     else global("torch.storage", "UntypedStorage");
     text(key);
     text("cpu");
     integer(numel);
-    out_ += legacy_ ? "NtQ" : "tQ";
+    if (legacy_) emit(pickle_op::none);  // no view
+    emit(pickle_op::tuple);
+    emit(pickle_op::binpersid);
     integer(t.storage_offset());
     int_tuple(t.sizes());
     int_tuple(t.strides());
-    out_ += t.requires_grad() ? '\x88' : '\x89';
+    emit(t.requires_grad() ? pickle_op::newtrue : pickle_op::newfalse);
     empty_ordered_dict();  // backward hooks
     if (!type) global("torch", python->python);
-    out_ += "tR";
+    emit(pickle_op::tuple);
+    emit(pickle_op::reduce);
   }
 
   std::string_view file_;
