@@ -1,4 +1,8 @@
 #pragma once
-// LoRA adapters on the layers a selector picks, and PEFT's adapter folders.
+// LoRA adapters on the layers a selector picks (on libtorch's layers or graft's own layer
+// types), and PEFT's adapter folders.
 #include <graft/lora/adapters.hpp>
+#include <graft/lora/layers.hpp>
+#include <graft/lora/options.hpp>
 #include <graft/lora/peft.hpp>
+#include <graft/lora/peft_config.hpp>

@@ -16,156 +16,16 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
-#include <re2/re2.h>
 #include <torch/nn.h>  // the module headers are not self-contained: take them whole
 
-#include <graft/detail/report_formatter.hpp>
-#include <graft/detail/script_node.hpp>
 #include <graft/error.hpp>
+#include <graft/lora/detail/attach.hpp>
 #include <graft/lora/layers.hpp>
-#include <graft/select/module.hpp>
+#include <graft/lora/options.hpp>
 #include <graft/select/select.hpp>
 #include <graft/state_dict/state_dict.hpp>
 
 namespace graft::lora {
-
-/// Which biases train (and are saved with the adapter), as PEFT's `bias` option.
-enum class bias_mode { none, all, lora_only };
-/// How new adapters start, as PEFT's `init_lora_weights`: kaiming (True: A Kaiming-uniform
-/// with a = sqrt(5), B zeros, so a new adapter changes nothing), gaussian (A normal with std
-/// 1/r, B zeros), none (False: both random; the model's outputs change at once). Embeddings
-/// start as PEFT starts them: A zeros and B standard normal (none: both standard normal).
-enum class init_mode { kaiming, gaussian, none };
-
-constexpr std::string_view to_string(bias_mode b) noexcept {
-  return b == bias_mode::all ? "all" : b == bias_mode::lora_only ? "lora_only" : "none";
-}
-
-/// One rank (or alpha) for the layers whose path matches `pattern` by PEFT's rule for
-/// rank_pattern / alpha_pattern: the whole path, or a dotted suffix of it, matches the regular
-/// expression (`(.*\.)?(pattern)$`). The first matching entry wins.
-template <class T>
-struct pattern_value {
-  std::string pattern;
-  T value;
-};
-
-/// The adapter's settings, named as PEFT names them.
-struct options {
-  std::int64_t r = 8;            ///< the rank
-  double alpha = 8;              ///< lora_alpha: scale = alpha / r (or alpha / sqrt(r) with rslora)
-  double dropout = 0;            ///< lora_dropout: drops input features of A while training (see docs/lora.md)
-  bool rslora = false;           ///< use_rslora
-  init_mode init = init_mode::kaiming;
-  bias_mode bias = bias_mode::none;
-  std::vector<pattern_value<std::int64_t>> rank_pattern{};  ///< per-layer ranks
-  std::vector<pattern_value<double>> alpha_pattern{};       ///< per-layer alphas
-};
-
-/// The kind of layer an adapter sits beside.
-enum class layer_kind { linear, conv, embedding };
-
-/// Linear, Conv1d/2d/3d and Embedding: the layers LoRA wraps. `targets & lora::wrappable`
-/// narrows a broad selector ("layer4.**") to them.
-inline const auto wrappable = labeled(
-    of_type<torch::nn::LinearImpl, torch::nn::Conv1dImpl, torch::nn::Conv2dImpl, torch::nn::Conv3dImpl, torch::nn::EmbeddingImpl>,
-    "lora::wrappable");
-
-/// One wrapped layer.
-struct layer {
-  std::string path;          ///< the layer's dotted path in the model ("" for the model itself)
-  std::string type;          ///< "Linear", "Conv2d", "Embedding"
-  layer_kind kind;
-  torch::nn::Module* module; ///< the layer
-  torch::Tensor* weight;     ///< the layer's weight member, which its forward() reads
-  torch::Tensor base;        ///< W0: the registered, frozen weight
-  torch::Tensor A;           ///< lora_A.weight: (r, in) / (r, in, k...) / (r, num_embeddings)
-  torch::Tensor B;           ///< lora_B.weight: (out, r) / (out, r, 1...) / (embedding_dim, r)
-  std::int64_t r;
-  double alpha;
-  double scale;              ///< alpha / r, or alpha / sqrt(r) with rslora
-  /// Set when the layer is one of graft's own (lora/layers.hpp): its forward() computes the
-  /// adapter on the activations, and its weight member stays W0. Null for libtorch's layers.
-  detail::adapter_slot* own_layer = nullptr;
-
-  /// scale·ΔW in the shape of the base weight: B·A (linear), B·A over the kernel (conv),
-  /// (B·A)ᵀ (embedding). Differentiable in A and B.
-  torch::Tensor delta() const { return delta(A, B); }
-  torch::Tensor delta(const torch::Tensor& a, const torch::Tensor& b) const {
-    switch (kind) {
-      case layer_kind::linear: return torch::matmul(b, a).mul_(scale);
-      case layer_kind::conv: return torch::matmul(b.flatten(1), a.flatten(1)).view(base.sizes()).mul_(scale);
-      case layer_kind::embedding: return torch::matmul(b, a).t().mul(scale);
-    }
-    return {};
-  }
-  /// W0 + scale·ΔW(a, B) in one fused product (addmm): what the layer's forward reads.
-  torch::Tensor weight_with(const torch::Tensor& a) const {
-    switch (kind) {
-      case layer_kind::linear: return torch::addmm(base, B, a, 1, scale);
-      case layer_kind::conv: return torch::addmm(base.flatten(1), B.flatten(1), a.flatten(1), 1, scale).view(base.sizes());
-      case layer_kind::embedding: return torch::addmm(base, a.t(), B.t(), 1, scale);
-    }
-    return {};
-  }
-  /// The adapter's trainable elements.
-  std::int64_t elements() const { return A.numel() + B.numel(); }
-};
-
-/// What attach() did.
-struct attach_report {
-  std::vector<std::string> layers;           ///< paths of the wrapped layers
-  std::vector<std::string> types;            ///< their types
-  std::vector<std::int64_t> ranks;           ///< their ranks
-  std::vector<double> scales;                ///< their scales
-  std::int64_t adapter_elements = 0;         ///< elements of every lora_A and lora_B
-  std::vector<std::string> modules_to_save;  ///< modules trained fully and saved with the adapter
-  bias_mode bias = bias_mode::none;
-  std::int64_t elements = 0;                 ///< the model's parameter elements, adapters included
-  std::int64_t trainable_before = 0;         ///< trainable elements before attach()
-  std::int64_t trainable_after = 0;          ///< trainable elements after
-};
-
-namespace detail {
-
-/// The holder of one adapter factor: a module whose one parameter is `weight`.
-struct factor_impl : torch::nn::Module {
-  explicit factor_impl(torch::Tensor w) { weight = register_parameter("weight", std::move(w)); }
-  torch::Tensor weight;
-};
-
-inline bool full_match(std::string_view pattern, std::string_view text, std::string_view what) {
-  RE2::Options o;
-  o.set_log_errors(false);
-  RE2 re(re2::StringPiece(pattern.data(), pattern.size()), o);
-  if (!re.ok()) throw pattern_error(fmt::format("invalid regex '{}' in {}: {}", pattern, what, re.error()));
-  return RE2::FullMatch(re2::StringPiece(text.data(), text.size()), re);
-}
-
-/// PEFT's rank_pattern / alpha_pattern rule: `path` matches `(.*\.)?(pattern)$`.
-inline bool pattern_matches(std::string_view pattern, std::string_view path, std::string_view what) {
-  return full_match(fmt::format("(.*\\.)?(?:{})", pattern), path, what);
-}
-
-template <class T>
-T value_for(const std::vector<pattern_value<T>>& patterns, std::string_view path, T fallback, std::string_view what) {
-  for (const auto& p : patterns)
-    if (pattern_matches(p.pattern, path, what)) return p.value;
-  return fallback;
-}
-
-struct layer_plan {
-  std::string path;
-  torch::nn::Module* module;
-};
-
-inline std::string parent_path(std::string_view tensor_path) {
-  auto dot = tensor_path.rfind('.');
-  return dot == std::string_view::npos ? std::string() : std::string(tensor_path.substr(0, dot));
-}
-
-} // namespace detail
 
 /// The adapters attach() put on a model. Keep it while the model trains: refresh() before
 /// each training forward, merge() for inference, save() (graft/lora/peft.hpp) to ship them.
@@ -286,91 +146,8 @@ private:
   bool merged_ = false;
 };
 
+
 namespace detail {
-
-inline std::int64_t trainable_elements(const torch::nn::Module& m) {
-  std::int64_t n = 0;
-  for (auto t : walk(m))
-    if (t.tensor().requires_grad()) n += t.tensor().numel();
-  return n;
-}
-
-/// What a module is to LoRA: its kind and type name, or an error naming it.
-inline std::pair<layer_kind, std::string> classify(torch::nn::Module& m, const std::string& path, std::string_view picked_by) {
-  auto where = path.empty() ? std::string("the model") : fmt::format("'{}'", path);
-  if (dynamic_cast<torch::nn::LinearImpl*>(&m)) return {layer_kind::linear, "Linear"};
-  if (dynamic_cast<torch::nn::EmbeddingImpl*>(&m)) return {layer_kind::embedding, "Embedding"};
-  auto conv = [&](auto* c, const char* name) -> std::pair<layer_kind, std::string> {
-    if (c->options.groups() != 1)
-      throw option_error(fmt::format("LoRA cannot wrap {} ({} with groups={}): its adapter could not be merged into "
-                                     "the weight, as PEFT refuses to merge it; leave grouped convolutions out of the targets",
-                                     where, name, c->options.groups()));
-    return {layer_kind::conv, name};
-  };
-  if (auto* c = dynamic_cast<torch::nn::Conv1dImpl*>(&m)) return conv(c, "Conv1d");
-  if (auto* c = dynamic_cast<torch::nn::Conv2dImpl*>(&m)) return conv(c, "Conv2d");
-  if (auto* c = dynamic_cast<torch::nn::Conv3dImpl*>(&m)) return conv(c, "Conv3d");
-  if (auto* s = graft::detail::as_script_node(m))
-    throw selection_error(fmt::format("LoRA cannot wrap {} ({}, a TorchScript module): its forward is compiled "
-                                      "TorchScript that reads no C++ weight member; LoRA needs C++ modules",
-                                      where, s->python_class()));
-  throw selection_error(fmt::format("LoRA cannot wrap {} ({}), picked by '{}': it wraps Linear, Conv1d/2d/3d and "
-                                    "Embedding layers (add '& graft::lora::wrappable' to the selector)",
-                                    where, graft::detail::short_type_name(typeid(m)), picked_by));
-}
-
-inline torch::Tensor* weight_member(torch::nn::Module& m, layer_kind kind) {
-  switch (kind) {
-    case layer_kind::linear: return &dynamic_cast<torch::nn::LinearImpl&>(m).weight;
-    case layer_kind::embedding: return &dynamic_cast<torch::nn::EmbeddingImpl&>(m).weight;
-    case layer_kind::conv:
-      if (auto* c = dynamic_cast<torch::nn::Conv1dImpl*>(&m)) return &c->weight;
-      if (auto* c = dynamic_cast<torch::nn::Conv2dImpl*>(&m)) return &c->weight;
-      return &dynamic_cast<torch::nn::Conv3dImpl&>(m).weight;
-  }
-  return nullptr;
-}
-
-/// A's and B's shapes for a layer of base weight `w`.
-inline std::pair<std::vector<std::int64_t>, std::vector<std::int64_t>> factor_shapes(layer_kind kind, const torch::Tensor& w,
-                                                                                       std::int64_t r) {
-  switch (kind) {
-    case layer_kind::linear: return {{r, w.size(1)}, {w.size(0), r}};
-    case layer_kind::embedding: return {{r, w.size(0)}, {w.size(1), r}};
-    case layer_kind::conv: {
-      std::vector<std::int64_t> a = w.sizes().vec(), b(static_cast<std::size_t>(w.dim()), 1);
-      a[0] = r;
-      b[0] = w.size(0);
-      b[1] = r;
-      return {a, b};
-    }
-  }
-  return {};
-}
-
-inline void init_factors(layer_kind kind, init_mode init, torch::Tensor& a, torch::Tensor& b, std::int64_t r) {
-  torch::NoGradGuard no_grad;
-  if (kind == layer_kind::embedding) {
-    // PEFT: embeddings start with A zeros and B standard normal (gaussian included); none
-    // draws both from the standard normal.
-    if (init == init_mode::none) {
-      torch::nn::init::normal_(a);
-      torch::nn::init::normal_(b);
-    } else {
-      a.zero_();
-      torch::nn::init::normal_(b);
-    }
-    return;
-  }
-  if (init == init_mode::gaussian)
-    torch::nn::init::normal_(a, 0.0, 1.0 / static_cast<double>(r));
-  else
-    torch::nn::init::kaiming_uniform_(a, std::sqrt(5.0));
-  if (init == init_mode::none)
-    torch::nn::init::kaiming_uniform_(b, std::sqrt(5.0));
-  else
-    b.zero_();
-}
 
 /// Wraps the planned layers; every check happens before the model changes.
 template <selector M>
@@ -518,20 +295,3 @@ adapters attach(torch::nn::Module& model, const S& targets, const options& opts,
 }
 
 } // namespace graft::lora
-
-/// "LoRA on 20 layers (rank 8): trainable 11689512 -> 157706 elements (1.34% of 11829386)",
-/// then one line per layer.
-template <>
-struct fmt::formatter<graft::lora::attach_report> : graft::detail::report_formatter {
-  template <class Ctx>
-  auto format(const graft::lora::attach_report& r, Ctx& ctx) const {
-    double pct = r.elements ? 100.0 * static_cast<double>(r.trainable_after) / static_cast<double>(r.elements) : 0.0;
-    auto out = fmt::format_to(ctx.out(), "LoRA on {} layers ({} adapter elements): trainable {} -> {} elements ({:.2f}% of {})",
-                              r.layers.size(), r.adapter_elements, r.trainable_before, r.trainable_after, pct, r.elements);
-    if (r.bias != graft::lora::bias_mode::none) out = fmt::format_to(out, "; biases: {}", graft::lora::to_string(r.bias));
-    if (!r.modules_to_save.empty()) out = fmt::format_to(out, "; trained and saved whole: {}", fmt::join(r.modules_to_save, ", "));
-    for (std::size_t i = 0; i < r.layers.size(); ++i)
-      out = fmt::format_to(out, "\n  {} ({}): r={} scale={:g}", r.layers[i], r.types[i], r.ranks[i], r.scales[i]);
-    return out;
-  }
-};

@@ -1,0 +1,134 @@
+#pragma once
+// LoRA's settings (named as PEFT names them), one wrapped layer, and what attach() reports.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/nn.h>  // the module headers are not self-contained: take them whole
+
+#include <graft/detail/report_formatter.hpp>
+#include <graft/lora/layers.hpp>
+#include <graft/select/module.hpp>
+
+namespace graft::lora {
+
+/// Which biases train (and are saved with the adapter), as PEFT's `bias` option.
+enum class bias_mode { none, all, lora_only };
+/// How new adapters start, as PEFT's `init_lora_weights`: kaiming (True: A Kaiming-uniform
+/// with a = sqrt(5), B zeros, so a new adapter changes nothing), gaussian (A normal with std
+/// 1/r, B zeros), none (False: both random; the model's outputs change at once). Embeddings
+/// start as PEFT starts them: A zeros and B standard normal (none: both standard normal).
+enum class init_mode { kaiming, gaussian, none };
+
+constexpr std::string_view to_string(bias_mode b) noexcept {
+  return b == bias_mode::all ? "all" : b == bias_mode::lora_only ? "lora_only" : "none";
+}
+
+/// One rank (or alpha) for the layers whose path matches `pattern` by PEFT's rule for
+/// rank_pattern / alpha_pattern: the whole path, or a dotted suffix of it, matches the regular
+/// expression (`(.*\.)?(pattern)$`). The first matching entry wins.
+template <class T>
+struct pattern_value {
+  std::string pattern;
+  T value;
+};
+
+/// The adapter's settings, named as PEFT names them.
+struct options {
+  std::int64_t r = 8;            ///< the rank
+  double alpha = 8;              ///< lora_alpha: scale = alpha / r (or alpha / sqrt(r) with rslora)
+  double dropout = 0;            ///< lora_dropout: drops input features of A while training (see docs/lora.md)
+  bool rslora = false;           ///< use_rslora
+  init_mode init = init_mode::kaiming;
+  bias_mode bias = bias_mode::none;
+  std::vector<pattern_value<std::int64_t>> rank_pattern{};  ///< per-layer ranks
+  std::vector<pattern_value<double>> alpha_pattern{};       ///< per-layer alphas
+};
+
+/// The kind of layer an adapter sits beside.
+enum class layer_kind { linear, conv, embedding };
+
+/// Linear, Conv1d/2d/3d and Embedding: the layers LoRA wraps. `targets & lora::wrappable`
+/// narrows a broad selector ("layer4.**") to them.
+inline const auto wrappable = labeled(
+    of_type<torch::nn::LinearImpl, torch::nn::Conv1dImpl, torch::nn::Conv2dImpl, torch::nn::Conv3dImpl, torch::nn::EmbeddingImpl>,
+    "lora::wrappable");
+
+/// One wrapped layer.
+struct layer {
+  std::string path;          ///< the layer's dotted path in the model ("" for the model itself)
+  std::string type;          ///< "Linear", "Conv2d", "Embedding"
+  layer_kind kind;
+  torch::nn::Module* module; ///< the layer
+  torch::Tensor* weight;     ///< the layer's weight member, which its forward() reads
+  torch::Tensor base;        ///< W0: the registered, frozen weight
+  torch::Tensor A;           ///< lora_A.weight: (r, in) / (r, in, k...) / (r, num_embeddings)
+  torch::Tensor B;           ///< lora_B.weight: (out, r) / (out, r, 1...) / (embedding_dim, r)
+  std::int64_t r;
+  double alpha;
+  double scale;              ///< alpha / r, or alpha / sqrt(r) with rslora
+  /// Set when the layer is one of graft's own (lora/layers.hpp): its forward() computes the
+  /// adapter on the activations, and its weight member stays W0. Null for libtorch's layers.
+  detail::adapter_slot* own_layer = nullptr;
+
+  /// scale·ΔW in the shape of the base weight: B·A (linear), B·A over the kernel (conv),
+  /// (B·A)ᵀ (embedding). Differentiable in A and B.
+  torch::Tensor delta() const { return delta(A, B); }
+  torch::Tensor delta(const torch::Tensor& a, const torch::Tensor& b) const {
+    switch (kind) {
+      case layer_kind::linear: return torch::matmul(b, a).mul_(scale);
+      case layer_kind::conv: return torch::matmul(b.flatten(1), a.flatten(1)).view(base.sizes()).mul_(scale);
+      case layer_kind::embedding: return torch::matmul(b, a).t().mul(scale);
+    }
+    return {};
+  }
+  /// W0 + scale·ΔW(a, B) in one fused product (addmm): what the layer's forward reads.
+  torch::Tensor weight_with(const torch::Tensor& a) const {
+    switch (kind) {
+      case layer_kind::linear: return torch::addmm(base, B, a, 1, scale);
+      case layer_kind::conv: return torch::addmm(base.flatten(1), B.flatten(1), a.flatten(1), 1, scale).view(base.sizes());
+      case layer_kind::embedding: return torch::addmm(base, a.t(), B.t(), 1, scale);
+    }
+    return {};
+  }
+  /// The adapter's trainable elements.
+  std::int64_t elements() const { return A.numel() + B.numel(); }
+};
+
+/// What attach() did.
+struct attach_report {
+  std::vector<std::string> layers;           ///< paths of the wrapped layers
+  std::vector<std::string> types;            ///< their types
+  std::vector<std::int64_t> ranks;           ///< their ranks
+  std::vector<double> scales;                ///< their scales
+  std::int64_t adapter_elements = 0;         ///< elements of every lora_A and lora_B
+  std::vector<std::string> modules_to_save;  ///< modules trained fully and saved with the adapter
+  bias_mode bias = bias_mode::none;
+  std::int64_t elements = 0;                 ///< the model's parameter elements, adapters included
+  std::int64_t trainable_before = 0;         ///< trainable elements before attach()
+  std::int64_t trainable_after = 0;          ///< trainable elements after
+};
+
+
+} // namespace graft::lora
+
+/// "LoRA on 20 layers (rank 8): trainable 11689512 -> 157706 elements (1.34% of 11829386)",
+/// then one line per layer.
+template <>
+struct fmt::formatter<graft::lora::attach_report> : graft::detail::report_formatter {
+  template <class Ctx>
+  auto format(const graft::lora::attach_report& r, Ctx& ctx) const {
+    double pct = r.elements ? 100.0 * static_cast<double>(r.trainable_after) / static_cast<double>(r.elements) : 0.0;
+    auto out = fmt::format_to(ctx.out(), "LoRA on {} layers ({} adapter elements): trainable {} -> {} elements ({:.2f}% of {})",
+                              r.layers.size(), r.adapter_elements, r.trainable_before, r.trainable_after, pct, r.elements);
+    if (r.bias != graft::lora::bias_mode::none) out = fmt::format_to(out, "; biases: {}", graft::lora::to_string(r.bias));
+    if (!r.modules_to_save.empty()) out = fmt::format_to(out, "; trained and saved whole: {}", fmt::join(r.modules_to_save, ", "));
+    for (std::size_t i = 0; i < r.layers.size(); ++i)
+      out = fmt::format_to(out, "\n  {} ({}): r={} scale={:g}", r.layers[i], r.types[i], r.ranks[i], r.scales[i]);
+    return out;
+  }
+};
