@@ -7,6 +7,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <type_traits>
 #include <ranges>
 #include <string>
 #include <string_view>
@@ -18,16 +19,9 @@
 #include <fmt/ranges.h>
 
 #include <graft/select/concepts.hpp>
+#include <graft/select/detail/predicate.hpp>
 
 namespace graft {
-namespace detail {
-template <class V>
-concept has_path = requires(const V& v) {
-  { v.path() } -> std::convertible_to<std::string_view>;
-  { v.name() } -> std::convertible_to<std::string_view>;
-};
-} // namespace detail
-
 /// Selects every tensor.
 struct everything_t : selector_base {
   static constexpr needs requirement = needs::name;
@@ -102,32 +96,22 @@ private:
 /// Every bias: the tensors registered as "bias".
 inline const local_name bias{"bias"};
 
-/// A user predicate, described by `text`. Taking a std::string_view path, it is a name
-/// selector; taking a tensor_view, it needs a live model.
+/// Satisfied by a predicate on a dotted path: where(f, text) is then a name selector.
 template <class F>
-class where_t : public selector_base {
-  static constexpr bool on_name = std::is_invocable_r_v<bool, const F&, std::string_view>;
-
-public:
-  static_assert(on_name || std::is_invocable_r_v<bool, const F&, const tensor_view&>,
-                "graft::where(f, text): f must take a std::string_view (the dotted path) or a "
-                "const graft::tensor_view& and return bool");
-  static constexpr needs requirement = on_name ? needs::name : needs::module;
-  where_t(F f, std::string text) : f_(std::move(f)), text_(std::move(text)) {}
-  template <class V>
-    requires(on_name ? detail::has_path<V> : std::same_as<V, tensor_view>)
-  bool matches(const V& v) const {
-    if constexpr (on_name) return std::invoke(f_, v.path()); else return std::invoke(f_, v);
-  }
-  std::string describe() const { return text_; }
-
-private:
-  F f_;
-  std::string text_;
-};
-
-/// Selects what `f` accepts; `text` is how the selector describes itself.
+concept path_predicate = std::is_invocable_r_v<bool, const F&, std::string_view>;
+/// Satisfied by a predicate on a model's tensor_view: where(f, text) then needs a live model.
 template <class F>
+concept view_predicate = std::is_invocable_r_v<bool, const F&, const tensor_view&>;
+
+/// The selector where(f, text) makes: a name selector for a path_predicate, a module selector
+/// for a view_predicate.
+template <class F>
+using where_t = detail::predicate_selector<std::conditional_t<path_predicate<F>, detail::pass_path, detail::pass_view>, F>;
+
+/// Selects what `f` accepts; `text` is how the selector describes itself. `f` takes a
+/// std::string_view (the dotted path) or a const graft::tensor_view& and returns bool.
+template <class F>
+  requires path_predicate<F> || view_predicate<F>
 where_t<F> where(F f, std::string text) { return where_t<F>(std::move(f), std::move(text)); }
 
 /// Any selector under another description: labeled(of_type<...>, "norm layers").

@@ -17,6 +17,7 @@
 #include <graft/detail/script_node.hpp>
 #include <graft/select/basic.hpp>
 #include <graft/select/concepts.hpp>
+#include <graft/select/detail/predicate.hpp>
 
 namespace graft {
 namespace detail {
@@ -92,20 +93,12 @@ private:
   std::string name_;
 };
 
+/// The selector owner_is(pred, text) makes.
+template <class F>
+using owner_is_t = detail::predicate_selector<detail::pass_owner, F>;
 /// Tensors whose owning module satisfies `pred(const torch::nn::Module&)`.
 template <class F>
-class owner_is_t : public selector_base {
-public:
-  static constexpr needs requirement = needs::module;
-  owner_is_t(F f, std::string text) : f_(std::move(f)), text_(std::move(text)) {}
-  bool matches(const tensor_view& v) const { return static_cast<bool>(f_(std::as_const(v.owner()))); }
-  std::string describe() const { return text_; }
-
-private:
-  F f_;
-  std::string text_;
-};
-template <class F>
+  requires std::is_invocable_v<const F&, const torch::nn::Module&>
 owner_is_t<F> owner_is(F f, std::string text) { return owner_is_t<F>(std::move(f), std::move(text)); }
 
 /// Registered as a parameter (not a buffer).

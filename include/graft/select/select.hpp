@@ -95,14 +95,6 @@ inline std::vector<std::string> nearest_names(std::string_view wanted, std::vect
   return out;
 }
 
-template <class S>
-std::string pattern_text(const S& s) {
-  if constexpr (requires { { s.pattern() } -> std::convertible_to<std::string_view>; })
-    return std::string(s.pattern());
-  else
-    return s.describe();
-}
-
 inline std::string kind_text(walk_options o) {
   return o.parameters && o.buffers ? "tensors" : o.buffers ? "buffers" : "parameters";
 }
