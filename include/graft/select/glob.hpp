@@ -13,6 +13,7 @@
 
 #include <graft/error.hpp>
 #include <graft/select/concepts.hpp>
+#include <graft/select/detail/glob_issues.hpp>
 #include <graft/select/detail/glob_match.hpp>
 #include <graft/select/detail/glob_parse.hpp>
 
@@ -26,30 +27,6 @@ struct runtime_pattern {
 inline runtime_pattern runtime(std::string_view s) noexcept { return {s}; }
 
 namespace detail {
-// Reached only when a pattern checked in a constant expression is invalid: the compiler names
-// the function in its error, and so the reason.
-void glob_pattern_is_empty();
-void glob_pattern_has_an_unclosed_brace();
-void glob_pattern_has_a_closing_brace_that_closes_nothing();
-void glob_pattern_has_an_unclosed_bracket();
-void glob_pattern_ends_in_a_backslash();
-void glob_pattern_has_a_double_star_that_is_not_a_whole_segment();
-void glob_pattern_has_an_empty_segment();
-void glob_pattern_expands_to_too_many_alternatives();
-
-constexpr void fail_at_compile_time(glob_issue i) {
-  switch (i) {
-    case glob_issue::empty_pattern: glob_pattern_is_empty(); break;
-    case glob_issue::unbalanced_brace: glob_pattern_has_an_unclosed_brace(); break;
-    case glob_issue::stray_closing_brace: glob_pattern_has_a_closing_brace_that_closes_nothing(); break;
-    case glob_issue::unbalanced_bracket: glob_pattern_has_an_unclosed_bracket(); break;
-    case glob_issue::trailing_backslash: glob_pattern_ends_in_a_backslash(); break;
-    case glob_issue::misplaced_double_star: glob_pattern_has_a_double_star_that_is_not_a_whole_segment(); break;
-    case glob_issue::empty_segment: glob_pattern_has_an_empty_segment(); break;
-    case glob_issue::too_many_alternatives: glob_pattern_expands_to_too_many_alternatives(); break;
-  }
-}
-
 template <std::size_t N>
 struct fixed_string {
   char data[N]{};
@@ -57,25 +34,6 @@ struct fixed_string {
   constexpr std::string_view view() const { return {data, N - 1}; }
 };
 
-// Instantiated only for an invalid _glob literal: exactly one assertion fails, saying what is
-// wrong; the template arguments name the issue and its 0-based position in the pattern.
-template <glob_issue Issue, std::size_t Position>
-struct invalid_glob_literal {
-  static_assert(Issue != glob_issue::empty_pattern, "invalid _glob literal: the pattern is empty");
-  static_assert(Issue != glob_issue::unbalanced_brace,
-                "invalid _glob literal: '{' is never closed (its position is this template's second argument)");
-  static_assert(Issue != glob_issue::stray_closing_brace,
-                "invalid _glob literal: '}' closes nothing (its position is this template's second argument)");
-  static_assert(Issue != glob_issue::unbalanced_bracket,
-                "invalid _glob literal: '[' is never closed (its position is this template's second argument)");
-  static_assert(Issue != glob_issue::trailing_backslash, "invalid _glob literal: '\\' at the end escapes nothing");
-  static_assert(Issue != glob_issue::misplaced_double_star,
-                "invalid _glob literal: '**' must be a whole segment: write 'a.**.b', or '*' within a segment");
-  static_assert(Issue != glob_issue::empty_segment,
-                "invalid _glob literal: empty segment (a leading, trailing or doubled '.', or an empty {} alternative)");
-  static_assert(Issue != glob_issue::too_many_alternatives,
-                "invalid _glob literal: its {..} groups expand to more than 4096 alternatives");
-};
 } // namespace detail
 
 /// A glob pattern checked at compile time: what glob's constructor takes from a literal.

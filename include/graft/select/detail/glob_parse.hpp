@@ -15,34 +15,9 @@
 #include <string_view>
 #include <vector>
 
+#include <graft/select/detail/glob_issues.hpp>
+
 namespace graft::detail {
-
-/// What is wrong with a glob pattern.
-enum class glob_issue {
-  empty_pattern,
-  unbalanced_brace,
-  stray_closing_brace,
-  unbalanced_bracket,
-  trailing_backslash,
-  misplaced_double_star,
-  empty_segment,
-  too_many_alternatives,
-};
-
-constexpr const char* glob_issue_text(glob_issue i) {
-  switch (i) {
-    case glob_issue::empty_pattern: return "the pattern is empty";
-    case glob_issue::unbalanced_brace: return "'{' is never closed";
-    case glob_issue::stray_closing_brace: return "'}' closes nothing";
-    case glob_issue::unbalanced_bracket: return "'[' is never closed";
-    case glob_issue::trailing_backslash: return "'\\' at the end escapes nothing";
-    case glob_issue::misplaced_double_star:
-      return "'**' must be a whole segment (write 'a.**.b', or '*' within a segment)";
-    case glob_issue::empty_segment: return "empty segment (a leading, trailing or doubled '.')";
-    case glob_issue::too_many_alternatives: return "'{..}' expands to more than 4096 alternatives";
-  }
-  return "invalid pattern";
-}
 
 struct glob_problem {
   glob_issue issue;
