@@ -20,3 +20,16 @@ static_assert(!graft::group_setting<double> && !graft::group_setting<graft::grou
 
 // group options are designated-initializer aggregates.
 static_assert(std::is_aggregate_v<graft::group_options>);
+
+// A setting applies only to an optimizer that has its option (a constraint on apply, so a
+// mismatch is a plain `false` here and, in build(), an error naming the option).
+static_assert(graft::group_setting_for<graft::opt::momentum, o::SGDOptions> &&
+              graft::group_setting_for<graft::opt::momentum, o::RMSpropOptions>);
+static_assert(!graft::group_setting_for<graft::opt::momentum, o::AdamOptions>);
+static_assert(!graft::group_setting_for<graft::opt::weight_decay, o::LBFGSOptions> &&
+              graft::group_setting_for<graft::opt::weight_decay, o::AdamWOptions>);
+static_assert(graft::group_setting_for<graft::opt::betas, o::AdamOptions> && !graft::group_setting_for<graft::opt::betas, o::SGDOptions>);
+static_assert(!graft::group_setting_for<graft::opt::nesterov, o::AdamOptions> && !graft::group_setting_for<graft::opt::amsgrad, o::SGDOptions>);
+static_assert(graft::group_setting_for<graft::opt::custom<void (*)(o::SGDOptions&)>, o::SGDOptions>);
+static_assert(!graft::group_setting_for<graft::opt::custom<void (*)(o::SGDOptions&)>, o::AdamOptions>);
+static_assert(!graft::group_setting_for<double, o::SGDOptions>);

@@ -45,12 +45,10 @@ private:
   std::string text_;
 };
 
-/// Accept the deviation for the keys a name selector picks (glob, regex, names, prefix).
-template <selector S>
+/// Accept the deviation for the keys a name selector picks (glob, regex, names, prefix,
+/// local_name): load policies decide by key alone.
+template <name_selector S>
 key_rule allow(S s) {
-  static_assert(S::requirement == needs::name,
-                "graft::allow(selector): load policies decide by key, so the selector must be a name "
-                "selector (glob, regex, names, prefix, local_name)");
   return key_rule::selected(std::move(s));
 }
 /// Accept the deviation for every key.

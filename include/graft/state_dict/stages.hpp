@@ -64,14 +64,9 @@ private:
 inline at_stage at(std::string key) { return at_stage(std::move(key)); }
 
 /// Keeps the entries a selector picks. The selector must decide from a key (and tensor):
-/// module-type selectors need a live model, which a checkpoint is not.
-template <selector S>
+/// module-type selectors need a live model, which a checkpoint is not (entry_selector says so).
+template <entry_selector S>
 class filter_stage : public pipe_base, public detail::stage_defaults {
-  static_assert(S::requirement != needs::module,
-                "graft::filter: this selector needs a live module (of_type<...>, is_buffer, owner "
-                "predicates), but checkpoint entries are only keys and tensors; select by name "
-                "(glob, regex, names, prefix) or by tensor (ndim, dtype) instead");
-
 public:
   explicit filter_stage(S s) : sel_(std::move(s)) {}
   bool apply(state_entry& e, std::size_t& hits) const {
@@ -91,7 +86,7 @@ private:
   S sel_;
 };
 /// filter(selector): keeps the entries the selector picks; an error if it keeps none.
-template <selector S>
+template <entry_selector S>
 filter_stage<S> filter(S s) { return filter_stage<S>(std::move(s)); }
 
 /// Renames keys with a rule: a callable taking the key and returning the new key (or
