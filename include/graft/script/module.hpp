@@ -157,9 +157,10 @@ public:
       if (i + 1 < parts.size()) parent = children[part].get();
     }
     const std::string& last = parts.back();
-    auto leaf = detail::python_leaf(detail::python_class_of(layer));
+    const auto python_class = detail::python_class_of(layer);
+    const auto leaf = detail::python_leaf(python_class);  // a view into python_class
     if (leaf != "Linear" && leaf != "NonDynamicallyQuantizableLinear")
-      throw type_error(fmt::format("resize_linear: '{}' is a {}, not a Linear layer", path, detail::python_class_of(layer)),
+      throw type_error(fmt::format("resize_linear: '{}' is a {}, not a Linear layer", path, python_class),
                        {.key = std::string(path)});
     if (!layer.hasattr("weight") || !layer.attr("weight").isTensor() || layer.attr("weight").toTensor().dim() != 2)
       throw type_error(fmt::format("resize_linear: '{}' ({}) has no 2-D weight: it is not a Linear layer", path,
