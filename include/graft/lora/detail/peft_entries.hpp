@@ -1,6 +1,7 @@
 #pragma once
 // The tensors of a PEFT adapter file, sorted by what they are for, and the factors paired by layer.
 
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <map>
