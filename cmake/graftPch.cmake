@@ -12,6 +12,18 @@ if(NOT TARGET graft_pch)
   if(GRAFT_WERROR)
     target_compile_options(graft_pch PUBLIC -Werror)
   endif()
+  if(GRAFT_SANITIZE)
+    # e.g. "address,undefined" or "thread": every test, tutorial and tool is instrumented, and
+    # a sanitizer's first report ends the program with an error.
+    target_compile_options(graft_pch PUBLIC -fsanitize=${GRAFT_SANITIZE} -fno-sanitize-recover=all -fno-omit-frame-pointer)
+    target_link_options(graft_pch PUBLIC -fsanitize=${GRAFT_SANITIZE})
+    if(GRAFT_SANITIZE MATCHES "undefined" AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+      # GCC 12's null-pointer checks make the comparison of a constant's address with null in
+      # std::string's constructor "not a constant expression", which breaks graft's
+      # compile-time glob checks; AddressSanitizer still stops at a null dereference.
+      target_compile_options(graft_pch PUBLIC -fno-sanitize=null,nonnull-attribute,returns-nonnull-attribute)
+    endif()
+  endif()
   if(GRAFT_PCH)
     target_precompile_headers(graft_pch PRIVATE <torch/torch.h>)
   endif()

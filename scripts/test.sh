@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, then builds and runs graft's tests against two libtorch releases:
 #   default: Debian's libtorch 1.13, every test;
-#   torch2:  libtorch 2.13 from the PyTorch wheel, the core set (GRAFT_TEST_SET=core).
+#   torch2:  libtorch 2.13 from the PyTorch wheel, the core set (GRAFT_TEST_SET=core), under
+#            AddressSanitizer and UndefinedBehaviorSanitizer.
 # Arguments go to both ctest runs.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 graft_install_packages "${GRAFT_PACKAGES[@]}" "${GRAFT_TEST_PACKAGES[@]}"
