@@ -137,9 +137,10 @@ void run_steps(benchmark::State& state, const std::string& name, Step step, torc
 auto lora_targets() { return ("**.weight"_glob & graft::lora::wrappable) - "fc.**"_glob; }
 graft::lora::options lora_options() { return {.r = rank, .alpha = alpha}; }
 
-void graft_lora_step(benchmark::State& state) {
-  torch::manual_seed(0);
-  auto net = models::resnet(50, classes);
+// One LoRA training step with graft on `net`: attach (the head fc trained whole), AdamW over
+// the adapters, refresh() before each forward (a no-op for graft's own layer types).
+template <class Net>
+void graft_step(benchmark::State& state, const std::string& name, Net net) {
   net->train();
   auto model_rss = settled_rss();
   auto ad = graft::lora::attach(*net, lora_targets(), lora_options(), "fc.**"_glob);
@@ -152,7 +153,12 @@ void graft_lora_step(benchmark::State& state) {
     opt.step();
     drop_grads(opt);
   };
-  run_steps(state, "graft LoRA", step, opt, params, model_rss);
+  run_steps(state, name, step, opt, params, model_rss);
+}
+
+void graft_lora_step(benchmark::State& state) {
+  torch::manual_seed(0);
+  graft_step(state, "graft LoRA", models::resnet(50, classes));
 }
 
 // The weight route alone, as in a LoRA step: refresh() (W0 + scale·B·A for each of the 53
@@ -321,20 +327,7 @@ void hand_lora_step(benchmark::State& state) {
 // base(x) + B(A(x))·scale on the activations.
 void graft_own_layers_step(benchmark::State& state) {
   torch::manual_seed(0);
-  auto net = std::make_shared<hand::ResNet50<graft::lora::Conv2d>>();
-  net->train();
-  auto model_rss = settled_rss();
-  auto ad = graft::lora::attach(*net, lora_targets(), lora_options(), "fc.**"_glob);
-  auto params = ad.parameters();
-  torch::optim::AdamW opt(params, adamw_options());
-  auto& d = data();
-  auto step = [&] {
-    ad.refresh();  // nothing to recompute for graft's own layers; kept as a loop written for any model has it
-    F::cross_entropy(net->forward(d.x), d.y).backward();
-    opt.step();
-    drop_grads(opt);
-  };
-  run_steps(state, "graft LoRA, own layers", step, opt, params, model_rss);
+  graft_step(state, "graft LoRA, own layers", std::make_shared<hand::ResNet50<graft::lora::Conv2d>>());
 }
 
 // ---- attach + merge ----
