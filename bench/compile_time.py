@@ -11,6 +11,8 @@ the torch-only unit measured in the same run:
     include_only  the same, plus #include <graft/graft.hpp>
     without_io    graft's freeze, param groups and cosine schedule, through their own headers
     with_graft    the same plus read | strip_prefix | filter | merge of a Python checkpoint
+    with_graft_compiled  with_graft in the separately compiled mode (linking graft::compiled)
+    graft_compiled       graft::compiled itself: compiled once per build, not per unit
 """
 import argparse
 import json
@@ -23,7 +25,7 @@ import sys
 import tempfile
 
 HERE = pathlib.Path(__file__).resolve().parent
-UNITS = ["torch_only", "include_only", "without_io", "with_graft"]
+UNITS = ["torch_only", "include_only", "without_io", "with_graft", "with_graft_compiled", "graft_compiled"]
 
 
 def main() -> int:
@@ -39,7 +41,9 @@ def main() -> int:
     if args.torch_python:
         cfg.append(f"-DGRAFT_TORCH_PYTHON={args.torch_python}")
     subprocess.run(cfg, check=True, stdout=subprocess.DEVNULL)
-    commands = {pathlib.Path(c["file"]).stem: c for c in json.loads((build / "compile_commands.json").read_text())}
+    # keyed by target: with_graft.cpp is compiled twice, once per mode
+    commands = {c["output"].split("CMakeFiles/", 1)[1].split(".dir/", 1)[0]: c
+                for c in json.loads((build / "compile_commands.json").read_text())}
     version = next((l.split("=", 1)[1] for l in (build / "CMakeCache.txt").read_text().splitlines()
                     if l.startswith("GRAFT_TORCH_VERSION:")), "?")
 

@@ -15,4 +15,5 @@ install(FILES
   "${CMAKE_CURRENT_BINARY_DIR}/graftConfig.cmake"
   "${CMAKE_CURRENT_BINARY_DIR}/graftConfigVersion.cmake"
   cmake/graftDependencies.cmake
+  cmake/graftCompiled.cmake
   DESTINATION "${GRAFT_CMAKE_DIR}")

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include <graft/formats.hpp>
+#include <graft/select/glob.hpp>
 #include <graft/state_dict.hpp>
 
 #include "oracle.hpp"

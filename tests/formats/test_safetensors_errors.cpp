@@ -8,7 +8,9 @@
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
+#include <graft/detail/dtypes.hpp>
 #include <graft/formats/safetensors.hpp>
 
 #include "oracle.hpp"

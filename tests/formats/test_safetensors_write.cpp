@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <zlib.h>
 
+#include <graft/io/detail/atomic_file.hpp>
 #include <graft/formats/safetensors.hpp>
 
 #include "oracle.hpp"

@@ -7,6 +7,7 @@
 #include <caffe2/serialize/inline_container.h>
 #include <catch2/catch.hpp>
 
+#include <graft/io/detail/zip.hpp>
 #include <graft/formats/torch_save.hpp>
 
 #include "oracle.hpp"

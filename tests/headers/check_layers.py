@@ -29,9 +29,9 @@ BELOW = {
 def layer(rel):
     """The layer of a header, from its path under include/graft/."""
     parts = rel.split("/")
-    if rel == "graft.hpp":
+    if rel == "graft.hpp" or parts[0] == "impl":  # impl/src.hpp: every definition, compiled once
         return "all"
-    if rel == "error.hpp" or parts[0] == "detail":
+    if rel in ("error.hpp", "config.hpp") or parts[0] == "detail":
         return "base"
     name = parts[0][:-4] if len(parts) == 1 else parts[0]  # walk.hpp -> walk, walk/... -> walk
     if name not in BELOW:

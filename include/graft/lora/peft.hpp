@@ -3,71 +3,27 @@
 // adapter_model.bin, a torch.save file). save() writes what PeftModel.from_pretrained loads;
 // load() reads what PEFT's save_pretrained writes, matching target_modules as PEFT does; and
 // merge_into() folds an adapter folder into a plain checkpoint, with no model at all.
+// Defined in peft-inl.hpp (compiled once in the separately compiled mode).
 
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <functional>
-#include <map>
-#include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
 #include <vector>
 
-#include <fmt/format.h>
-#include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
-#include <re2/re2.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
 
-#include <graft/error.hpp>
-#include <graft/formats/safetensors/write.hpp>
-#include <graft/io/detail/atomic_file.hpp>
+#include <graft/config.hpp>
 #include <graft/lora/adapters.hpp>
-#include <graft/lora/detail/peft_entries.hpp>
 #include <graft/lora/peft_config.hpp>
-#include <graft/select/regex.hpp>
 #include <graft/state_dict/state_dict.hpp>
-#include <graft/walk/walk.hpp>
 
 namespace graft::lora {
 
 /// The adapter's tensors under the keys PEFT saves them with: prefix + path, lora_A.weight /
 /// lora_B.weight (lora_embedding_A / _B for an embedding), a wrapped layer's bias as
 /// base_layer.bias, other biases and modules_to_save tensors under their own paths.
-inline std::vector<std::pair<std::string, torch::Tensor>> peft_tensors(const adapters& a, std::string_view prefix = peft_prefix) {
-  std::map<std::string, const layer*, std::less<>> by_path;
-  for (auto& l : a.layers()) by_path.emplace(l.path, &l);
-  auto join = [&](std::string_view path) { return fmt::format("{}{}", prefix, path); };
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (auto& s : a.saved()) {
-    auto owner = graft::lora::detail::parent_path(s.path);
-    auto leaf = std::string_view(s.path).substr(owner.empty() ? 0 : owner.size() + 1);
-    if (leaf == "weight" && (owner.ends_with("lora_A") || owner.ends_with("lora_B"))) {
-      auto layer_path = graft::lora::detail::parent_path(owner);
-      auto it = by_path.find(layer_path);
-      if (it != by_path.end()) {
-        bool a_factor = owner.ends_with("lora_A");
-        auto sep = layer_path.empty() ? "" : ".";
-        if (it->second->kind == layer_kind::embedding)
-          out.emplace_back(fmt::format("{}{}{}{}", prefix, layer_path, sep, a_factor ? "lora_embedding_A" : "lora_embedding_B"), s.tensor);
-        else
-          out.emplace_back(fmt::format("{}{}{}{}", prefix, layer_path, sep, a_factor ? "lora_A.weight" : "lora_B.weight"), s.tensor);
-        continue;
-      }
-    }
-    if (leaf == "bias" && by_path.contains(owner)) {
-      out.emplace_back(fmt::format("{}{}{}base_layer.bias", prefix, owner, owner.empty() ? "" : "."), s.tensor);
-      continue;
-    }
-    out.emplace_back(join(s.path), s.tensor);
-  }
-  return out;
-}
+GRAFT_FUNC std::vector<std::pair<std::string, torch::Tensor>> peft_tensors(const adapters& a, std::string_view prefix = peft_prefix);
 
 /// What save() and load() name the adapter's files.
 struct save_options {
@@ -78,35 +34,7 @@ struct save_options {
 /// Writes the adapters as a PEFT adapter folder: `folder`/adapter_config.json and
 /// `folder`/adapter_model.safetensors (metadata {"format": "pt"}), each written atomically.
 /// PEFT's PeftModel.from_pretrained(model, folder) loads it.
-inline void save(const adapters& a, const std::string& folder, const save_options& opts = {}) {
-  namespace fs = std::filesystem;
-  if (a.layers().empty()) throw state_error("these adapters were unloaded: there is nothing to save");
-  // PEFT saves whole every module whose path ends with a listed name: refuse a name that
-  // would take another module along.
-  for (auto& name : a.report().modules_to_save)
-    for_each_module(a.model(), [&](const torch::nn::Module&, std::string_view p) {
-      if (p != name && p.ends_with(name) && std::find(a.report().modules_to_save.begin(), a.report().modules_to_save.end(), p) ==
-                                                a.report().modules_to_save.end())
-        throw option_error(fmt::format("cannot save to '{}': PEFT would read modules_to_save '{}' as '{}' too (it matches "
-                                       "every module path ending in it)",
-                                       folder, name, p));
-    });
-  std::string text;
-  try {
-    text = peft_config_json(a, opts.base_model_name_or_path).dump(2) + "\n";
-  } catch (const nlohmann::json::exception&) {
-    throw format_error(fmt::format("cannot save to '{}': a module path or base_model_name_or_path is not valid UTF-8", folder),
-                       {.file = folder, .file_in_message = true});
-  }
-  std::error_code ec;
-  fs::create_directories(folder, ec);
-  if (ec) throw io_error(fmt::format("cannot create the folder '{}': {}", folder, ec.message()), {.file = folder, .file_in_message = true});
-  auto tensors = peft_tensors(a, opts.prefix);
-  for (auto& [k, t] : tensors) t = t.detach();
-  write_safetensors((fs::path(folder) / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
-  auto config = (fs::path(folder) / "adapter_config.json").string();
-  graft::detail::write_atomically(config, [&](graft::detail::atomic_file& out) { out.write(text.data(), text.size()); });
-}
+GRAFT_FUNC void save(const adapters& a, const std::string& folder, const save_options& opts = {});
 
 /// How load() reads a folder.
 struct load_options {
@@ -119,102 +47,7 @@ struct load_options {
 /// that matches no layer), every target layer must have both factors, and every shape must
 /// agree (a shape_error names the key and both shapes). Transactional: on any error the model
 /// is unchanged.
-inline adapters load(torch::nn::Module& model, const std::string& folder, const load_options& opts = {}) {
-  auto config = read_adapter_config(folder);
-  auto file = detail::adapter_weights_file(folder);
-  auto sd = detail::read_adapter_weights(file);
-  auto entries = detail::adapter_entries(sd, opts.prefix, file);
-
-  std::vector<detail::layer_plan> plan;
-  std::map<std::string, torch::nn::Module*, std::less<>> modules;
-  for_each_module(model, [&](torch::nn::Module& m, std::string_view path) { modules.emplace(std::string(path), &m); });
-  for (auto& path : peft_targets(model, config)) plan.push_back({path, modules.at(path)});
-  if (plan.empty())
-    throw selection_error(fmt::format("target_modules of '{}' match no module of {}", folder, model.name()),
-                          {.file = folder});
-
-  for (auto& p : plan) graft::lora::detail::classify(*p.module, p.path, "target_modules");
-
-  // The model's tensors by path, for biases and modules_to_save (buffers too: PEFT saves a
-  // module to save with its statistics).
-  std::map<std::string, torch::Tensor, std::less<>> params;
-  for (auto t : walk(model, walk_options::state())) params.emplace(std::string(t.path()), t.tensor());
-  auto err_ctx = [&](const std::string& key) { return error_context{.file = file, .key = key}; };
-
-  // Check every entry against the plan before touching the model.
-  auto [factors, copies] = detail::pair_entries(entries);
-  for (auto& [path, f] : factors)
-    if (std::none_of(plan.begin(), plan.end(), [&](auto& p) { return p.path == path; })) {
-      auto& key = (f.first ? f.first : f.second)->key;
-      throw key_error(fmt::format("'{}' matches no LoRA layer of the model: '{}' is not among the layers target_modules picks", key, path),
-                      err_ctx(key));
-    }
-  for (const auto* entry : copies) {
-    const auto& e = *entry;
-    auto p = params.find(e.path);
-    if (p == params.end()) {
-      std::vector<std::string> names;
-      for (auto& [k, v] : params) names.push_back(k);
-      auto near = graft::detail::nearest_names(e.path, std::move(names), 1, true);
-      throw key_error(fmt::format("'{}' matches no tensor of the model (as '{}'){}", e.key, e.path,
-                                  near.empty() ? std::string() : fmt::format("; nearest: '{}'", near[0])),
-                      err_ctx(e.key));
-    }
-    if (!p->second.sizes().equals(e.tensor.sizes()))
-      throw shape_error(fmt::format("'{}' has shape {} but the model's '{}' has {}", e.key, e.tensor.sizes(), e.path, p->second.sizes()),
-                        err_ctx(e.key));
-  }
-  for (auto& p : plan) {
-    auto it = factors.find(p.path);
-    auto kind = graft::lora::detail::classify(*p.module, p.path, "target_modules").first;
-    auto base = p.module->named_parameters(false)["weight"];
-    auto r = detail::value_for(config.options.rank_pattern, p.path, config.options.r, "rank_pattern");
-    auto [sa, sb] = detail::factor_shapes(kind, base, r);
-    for (int i = 0; i < 2; ++i) {
-      const detail::adapter_entry* e = it == factors.end() ? nullptr : (i == 0 ? it->second.first : it->second.second);
-      auto name = i == 0 ? "lora_A" : "lora_B";
-      if (!e)
-        throw key_error(fmt::format("'{}' has no {} for '{}', a layer target_modules picks", file, name, p.path),
-                        {.file = file, .key = p.path, .file_in_message = true});
-      const auto& want = i == 0 ? sa : sb;
-      if (e->tensor.sizes() != c10::IntArrayRef(want))
-        throw shape_error(fmt::format("'{}' has shape {} but the {} of '{}' ({} of rank {}) has [{}]", e->key, e->tensor.sizes(), name, p.path,
-                                      graft::detail::short_type_name(typeid(*p.module)), r, fmt::join(want, ", ")),
-                          err_ctx(e->key));
-      if ((kind == layer_kind::embedding) != e->embedding)
-        throw key_error(fmt::format("'{}' is {} factor but '{}' is {}", e->key, e->embedding ? "an embedding" : "a linear/conv",
-                                    p.path, graft::detail::short_type_name(typeid(*p.module))),
-                        err_ctx(e->key));
-    }
-  }
-
-  // modules_to_save: the modules whose path ends with a listed name (PEFT's rule).
-  std::string whole;
-  for (auto& [path, m] : modules) {
-    if (path.empty()) continue;
-    if (!detail::saved_whole(config, path) || m->parameters().empty()) continue;
-    whole += (whole.empty() ? "" : "|") + RE2::QuoteMeta(path) + "\\..+";
-  }
-  auto opts_in = config.options;
-  opts_in.init = init_mode::none;  // the file's weights replace them
-  adapters out = whole.empty()
-                     ? detail::attach_layers<detail::no_modules_to_save>(model, plan, opts_in, nullptr, "target_modules")
-                     : [&] {
-                         auto sel = graft::regex(whole);
-                         return detail::attach_layers(model, plan, opts_in, &sel, "target_modules");
-                       }();
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& l : out.layers()) {
-      auto& f = factors.at(l.path);
-      l.A.copy_(f.first->tensor);
-      l.B.copy_(f.second->tensor);
-    }
-    for (auto* e : copies) params.at(e->path).copy_(e->tensor);
-  }
-  out.refresh();
-  return out;
-}
+GRAFT_FUNC adapters load(torch::nn::Module& model, const std::string& folder, const load_options& opts = {});
 
 /// What merge_into() did.
 struct merge_report {
@@ -226,63 +59,10 @@ struct merge_report {
 /// layer's weight += scale·ΔW (a 4-D lora_A is a convolution's), biases and modules_to_save
 /// tensors replaced. Needs no model. A key of the adapter that matches nothing in `sd` is a
 /// key_error naming it; a shape that disagrees a shape_error. `sd` is unchanged on any error.
-inline merge_report merge_into(state_dict& sd, const std::string& folder, const load_options& opts = {}) {
-  auto config = read_adapter_config(folder);
-  auto file = detail::adapter_weights_file(folder);
-  auto entries = detail::adapter_entries(detail::read_adapter_weights(file), opts.prefix, file);
-  auto [factors, others] = detail::pair_entries(entries);
-  auto missing = [&](const std::string& key, const std::string& path) {
-    auto near = graft::detail::nearest_names(path, sd.keys(), 1, true);
-    return key_error(fmt::format("'{}' matches no tensor of the checkpoint (as '{}'){}", key, path,
-                                 near.empty() ? std::string() : fmt::format("; nearest: '{}'", near[0])),
-                     {.file = file, .key = key});
-  };
-  std::vector<std::pair<std::string, torch::Tensor>> updates;  // computed first, applied last
-  merge_report rep;
-  for (const auto* entry : others) {
-    const auto& e = *entry;
-    auto* target = sd.find(e.path);
-    if (!target) throw missing(e.key, e.path);
-    if (!target->tensor.sizes().equals(e.tensor.sizes()))
-      throw shape_error(fmt::format("'{}' has shape {} but the checkpoint's '{}' has {}", e.key, e.tensor.sizes(), e.path, target->tensor.sizes()),
-                        {.file = file, .key = e.key});
-    updates.emplace_back(e.path, e.tensor.to(target->tensor.dtype()));
-    rep.replaced.push_back(e.path);
-  }
-  for (auto& [path, f] : factors) {
-    if (!f.first || !f.second)
-      throw key_error(fmt::format("'{}' has {} for '{}' but not {}", file, f.first ? "lora_A" : "lora_B", path, f.first ? "lora_B" : "lora_A"),
-                      {.file = file, .key = path, .file_in_message = true});
-    auto key = path.empty() ? std::string("weight") : path + ".weight";
-    auto* target = sd.find(key);
-    if (!target) throw missing(f.first->key, key);
-    const auto& w = target->tensor;
-    auto a = f.first->tensor, b = f.second->tensor;
-    bool emb = f.first->embedding;
-    auto misfit = [&](std::string_view why) {
-      return shape_error(fmt::format("'{}' {} and '{}' {} do not fit '{}' {}: {}", f.first->key, a.sizes(), f.second->key, b.sizes(), key,
-                                     w.sizes(), why),
-                         {.file = file, .key = f.first->key});
-    };
-    if (w.dim() < 2 || (emb && w.dim() != 2) || w.numel() == 0) throw misfit("the weight is not a non-empty matrix or kernel");
-    if (a.dim() < 2 || b.dim() < 2 || a.size(0) == 0) throw misfit("the factors must be non-empty matrices or kernels");
-    const std::int64_t r = a.size(0);
-    std::int64_t in = emb ? w.size(0) : w.numel() / w.size(0), out = emb ? w.size(1) : w.size(0);
-    if (b.size(0) != out || b.size(1) != r || b.numel() != out * r || a.numel() / r != in || a.numel() % r != 0)
-      throw misfit("lora_B must be [out, r, 1...] and lora_A [r, in...]");
-    if (auto want = detail::value_for(config.options.rank_pattern, path, config.options.r, "rank_pattern"); want != r)
-      throw misfit(fmt::format("the config's rank for '{}' is {}", path, want));
-    auto d = detail::file_delta(a, b, emb, w, detail::layer_scale(config, path));
-    updates.emplace_back(key, (w.to(torch::kFloat) + d).to(w.dtype()));
-    rep.merged.push_back(key);
-  }
-  std::map<std::string, torch::Tensor, std::less<>> by_key(updates.begin(), updates.end());
-  auto entries_out = sd.release_entries();
-  for (auto& e : entries_out)
-    if (auto it = by_key.find(e.key); it != by_key.end()) e.tensor = it->second;
-  for (auto& e : entries_out) sd.insert(std::move(e));
-  return rep;
-}
+GRAFT_FUNC merge_report merge_into(state_dict& sd, const std::string& folder, const load_options& opts = {});
 
 } // namespace graft::lora
 
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/lora/peft-inl.hpp>
+#endif

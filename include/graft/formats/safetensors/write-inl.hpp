@@ -1,0 +1,120 @@
+#pragma once
+// The definitions of safetensors/write.hpp.
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <map>
+#include <new>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include <graft/error.hpp>
+#include <graft/io/detail/atomic_file.hpp>
+#include <graft/formats/detail/safetensors_header.hpp>
+#include <graft/formats/safetensors/write.hpp>
+#include <graft/state_dict/value.hpp>
+
+namespace graft {
+
+namespace detail {
+
+// Flattens nested dicts into dotted names, so a checkpoint tree ({"model": {...}}) can be saved.
+inline void collect_safetensors(const std::string& path, const dict& d, std::string& prefix,
+                                std::vector<std::pair<std::string, torch::Tensor>>& out) {
+  for (const auto& [k, v] : d) {
+    const auto size = prefix.size();
+    prefix += k.key_text();
+    if (v.is_dict()) {
+      prefix += '.';
+      collect_safetensors(path, v.as_dict(), prefix, out);
+    } else if (v.is_tensor()) {
+      out.emplace_back(prefix, v.as_tensor());
+    } else {
+      throw format_error(fmt::format("cannot write '{}': '{}' is a {}, and a safetensors file holds only tensors", path,
+                                     prefix, v.type_name()));
+    }
+    prefix.resize(size);
+  }
+}
+
+} // namespace detail
+
+GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                                  const std::map<std::string, std::string>& metadata) {
+  auto fail = [&](std::string_view what) { throw format_error(fmt::format("cannot write '{}': {}", path, what)); };
+  if constexpr (std::endian::native != std::endian::little) fail("safetensors data is little-endian; this machine is not");
+
+  // Every check happens before the file is touched.
+  std::unordered_set<std::string_view> names;
+  std::vector<std::size_t> layout(tensors.size());  // indices into `tensors`, in data order
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const auto& [name, t] = tensors[i];
+    if (name == "__metadata__") fail("'__metadata__' is reserved for the metadata and cannot name a tensor");
+    if (!names.insert(name).second) throw key_error(fmt::format("cannot write '{}': tensor '{}' is given twice", path, name));
+    if (!t.defined()) fail(fmt::format("tensor '{}' is undefined", name));
+    if (t.layout() != torch::kStrided) fail(fmt::format("tensor '{}' is not a dense (strided) tensor", name));
+    if (t.is_quantized() || detail::safetensors_code(t.scalar_type()).empty())
+      fail(fmt::format("tensor '{}' has dtype {}, which safetensors cannot hold", name, c10::toString(t.scalar_type())));
+    layout[i] = i;
+  }
+  std::stable_sort(layout.begin(), layout.end(),
+                   [&](auto a, auto b) { return tensors[a].second.element_size() > tensors[b].second.element_size(); });
+
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  for (const auto& [name, t] : tensors) header[name] = nullptr;  // reserves the given order
+  std::uint64_t offset = 0;
+  for (auto i : layout) {
+    const auto& [name, t] = tensors[i];
+    const auto nbytes = static_cast<std::uint64_t>(t.numel()) * t.element_size();
+    header[name] = {{"dtype", detail::safetensors_code(t.scalar_type())},
+                    {"shape", t.sizes().vec()},
+                    {"data_offsets", {offset, offset + nbytes}}};
+    offset += nbytes;
+  }
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const nlohmann::json::exception&) {
+    fail("a tensor name or metadata string is not valid UTF-8");
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');
+
+  auto write = [&](detail::atomic_file& out) {
+    unsigned char len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(static_cast<std::uint64_t>(text.size()) >> (8 * i));
+    out.write(len, 8);
+    out.write(text.data(), text.size());
+    for (auto i : layout) {
+      // One tensor made contiguous at a time, so a strided model costs one tensor of memory.
+      auto t = tensors[i].second.to(torch::kCPU).contiguous();
+      if (t.numel()) out.write(t.data_ptr(), static_cast<std::size_t>(t.numel()) * t.element_size());
+      if (out.failed()) break;
+    }
+  };
+  try {
+    detail::write_atomically(path, write);
+  } catch (const c10::Error& e) {
+    throw io_error(fmt::format("cannot write '{}': {}", path, e.what_without_backtrace()));
+  } catch (const std::bad_alloc&) {
+    throw io_error(fmt::format("cannot write '{}': out of memory", path));
+  }
+}
+
+GRAFT_FUNC void write_safetensors(const std::string& path, const dict& tensors,
+                                  const std::map<std::string, std::string>& metadata) {
+  std::vector<std::pair<std::string, torch::Tensor>> flat;
+  flat.reserve(tensors.size());
+  std::string prefix;
+  detail::collect_safetensors(path, tensors, prefix, flat);
+  write_safetensors(path, flat, metadata);
+}
+
+} // namespace graft

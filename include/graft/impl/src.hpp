@@ -1,0 +1,19 @@
+#pragma once
+// graft's separately compiled part: the definitions of every GRAFT_FUNC function (the
+// checkpoint readers and writers, read()/save(), merge). Include this header in exactly one
+// translation unit of a program whose every unit defines GRAFT_SEPARATE_COMPILATION; CMake's
+// graft::compiled target does that for you.
+#ifndef GRAFT_SEPARATE_COMPILATION
+#error "graft/impl/src.hpp is the separately compiled part of graft: define GRAFT_SEPARATE_COMPILATION for every translation unit (or link CMake's graft::compiled instead)"
+#endif
+
+#include <graft/formats/libtorch_archive-inl.hpp>
+#include <graft/formats/read-inl.hpp>
+#include <graft/formats/safetensors/read-inl.hpp>
+#include <graft/formats/safetensors/write-inl.hpp>
+#include <graft/formats/torch_save/legacy-inl.hpp>
+#include <graft/formats/torch_save/read-inl.hpp>
+#include <graft/formats/torch_save/write-inl.hpp>
+#include <graft/lora/peft-inl.hpp>
+#include <graft/lora/peft_config-inl.hpp>
+#include <graft/state_dict/merge-inl.hpp>
