@@ -105,6 +105,7 @@ private:
 };
 /// Ends a pipeline by writing its state dict to `path` (format from the name, or given).
 GRAFT_FUNC save_sink save(std::string path);
+/// Ends a pipeline by writing its state dict to `path` in `f`.
 GRAFT_FUNC save_sink save(std::string path, checkpoint_format f);
 
 } // namespace graft
