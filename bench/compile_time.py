@@ -42,8 +42,11 @@ def main() -> int:
         cfg.append(f"-DGRAFT_TORCH_PYTHON={args.torch_python}")
     subprocess.run(cfg, check=True, stdout=subprocess.DEVNULL)
     # keyed by target: with_graft.cpp is compiled twice, once per mode
-    commands = {c["output"].split("CMakeFiles/", 1)[1].split(".dir/", 1)[0]: c
-                for c in json.loads((build / "compile_commands.json").read_text())}
+    commands = {}
+    for c in json.loads((build / "compile_commands.json").read_text()):
+        argv = shlex.split(c["command"])
+        output = argv[argv.index("-o") + 1]  # .../CMakeFiles/<target>.dir/<file>.o
+        commands[output.split("CMakeFiles/", 1)[1].split(".dir/", 1)[0]] = c
     version = next((l.split("=", 1)[1] for l in (build / "CMakeCache.txt").read_text().splitlines()
                     if l.startswith("GRAFT_TORCH_VERSION:")), "?")
 
