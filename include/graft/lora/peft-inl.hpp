@@ -23,7 +23,6 @@
 
 #include <graft/error.hpp>
 #include <graft/lora/peft.hpp>
-#include <graft/lora/peft_config-inl.hpp>  // detail::saved_whole, detail::inside_saved
 #include <graft/formats/safetensors/write.hpp>
 #include <graft/io/detail/atomic_file.hpp>
 #include <graft/lora/adapters.hpp>
@@ -34,6 +33,13 @@
 #include <graft/walk/walk.hpp>
 
 namespace graft::lora {
+
+namespace detail {
+/// PEFT's modules_to_save rule: a module whose path ends with a listed name is saved whole.
+inline bool saved_whole(const adapter_config& c, std::string_view path) {
+  return std::any_of(c.modules_to_save.begin(), c.modules_to_save.end(), [&](const std::string& n) { return path.ends_with(n); });
+}
+} // namespace detail
 
 GRAFT_FUNC std::vector<std::pair<std::string, torch::Tensor>> peft_tensors(const adapters& a, std::string_view prefix) {
   std::map<std::string, const layer*, std::less<>> by_path;

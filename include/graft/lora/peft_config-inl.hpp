@@ -129,10 +129,6 @@ GRAFT_FUNC adapter_config read_adapter_config(const std::string& folder) {
 }
 
 namespace detail {
-/// PEFT's modules_to_save rule: a module whose path ends with a listed name is saved whole.
-inline bool saved_whole(const adapter_config& c, std::string_view path) {
-  return std::any_of(c.modules_to_save.begin(), c.modules_to_save.end(), [&](const std::string& n) { return path.ends_with(n); });
-}
 /// PEFT never puts an adapter in or on a modules_to_save module: a path with a listed name as
 /// one of its segments.
 inline bool inside_saved(const adapter_config& c, std::string_view path) {
