@@ -16,8 +16,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <torch/nn/modules/batchnorm.h>
-#include <torch/nn/modules/instancenorm.h>
+#include <torch/nn.h>  // the module headers are not self-contained: take them whole
 
 #include <graft/detail/report_formatter.hpp>
 #include <graft/detail/module_access.hpp>
