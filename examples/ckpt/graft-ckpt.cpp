@@ -99,11 +99,11 @@ bool is_adapter_folder(const std::string& path) {
 }
 
 int inspect_adapter(const std::string& folder, bool as_json) {
-  auto config = graft::lora::read_adapter_config(folder);
+  auto config = json::parse(graft::lora::read_adapter_config(folder).json);  // checked by graft
   json settings;
   for (auto* key : {"peft_type", "r", "lora_alpha", "lora_dropout", "use_rslora", "bias", "target_modules", "exclude_modules",
                     "modules_to_save", "rank_pattern", "alpha_pattern", "base_model_name_or_path"})
-    if (config.json.contains(key)) settings[key] = config.json[key];
+    if (config.contains(key)) settings[key] = config[key];
   auto weights = std::filesystem::is_regular_file(std::filesystem::path(folder) / "adapter_model.safetensors")
                      ? (std::filesystem::path(folder) / "adapter_model.safetensors").string()
                      : (std::filesystem::path(folder) / "adapter_model.bin").string();

@@ -218,6 +218,15 @@ TEST_CASE("lora: save then load is bit-exact and gives the same outputs", "[lora
   CHECK(config.target_names == std::vector<std::string>{"emb", "conv3", "conv1", "lin1"});
   CHECK(config.modules_to_save == std::vector<std::string>{"fc"});
   CHECK(config.base_model_name_or_path == "lora-net");
+  // The file as written, as text: what peft_config_json gives, and what read_adapter_config keeps.
+  CHECK(config.json == graft::lora::peft_config_json(ad, "lora-net"));
+  CHECK(config.json.starts_with("{\n  \"peft_type\": \"LORA\",\n"));
+  CHECK(config.json.ends_with("}\n"));
+  // A name that is not UTF-8 cannot go into JSON: refused, naming the folder, nothing written.
+  CHECK_THROWS_AS(graft::lora::save(ad, fx.dir.file("bad-name"), {.base_model_name_or_path = "net\xff"}), graft::format_error);
+  CHECK_THROWS_WITH(graft::lora::save(ad, fx.dir.file("bad-name"), {.base_model_name_or_path = "net\xff"}),
+                    Catch::Contains("cannot save to '" + fx.dir.file("bad-name") + "'") && Catch::Contains("not valid UTF-8"));
+  CHECK(!std::filesystem::exists(fx.dir.file("bad-name")));
   CHECK(graft::read_safetensors_metadata(fx.dir.file("adapter/adapter_model.safetensors")) ==
         std::map<std::string, std::string>{{"format", "pt"}});
 

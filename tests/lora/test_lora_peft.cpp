@@ -187,7 +187,7 @@ for path, kind in mods:
         a = c.alpha_pattern.get(get_pattern_key(c.alpha_pattern.keys(), path), c.lora_alpha)
         print(path, r, '%g' % a)
 )",
-                                                                              config.json.dump(), module_list(*tree)));
+                                                                              config.json, module_list(*tree)));
     CHECK(mine == theirs);
     CHECK(!mine.empty());
   }

@@ -18,7 +18,6 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 #include <re2/re2.h>
 
 #include <graft/error.hpp>
@@ -86,10 +85,9 @@ GRAFT_FUNC void save(const adapters& a, const std::string& folder, const save_op
     });
   std::string text;
   try {
-    text = peft_config_json(a, opts.base_model_name_or_path).dump(2) + "\n";
-  } catch (const nlohmann::json::exception&) {
-    throw format_error(fmt::format("cannot save to '{}': a module path or base_model_name_or_path is not valid UTF-8", folder),
-                       {.file = folder, .file_in_message = true});
+    text = peft_config_json(a, opts.base_model_name_or_path);
+  } catch (const format_error& e) {
+    throw format_error(fmt::format("cannot save to '{}': {}", folder, e.message()), {.file = folder, .file_in_message = true});
   }
   std::error_code ec;
   fs::create_directories(folder, ec);

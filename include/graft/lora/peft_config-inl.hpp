@@ -76,12 +76,13 @@ GRAFT_FUNC adapter_config read_adapter_config(const std::string& folder) {
   std::string file = fs::is_directory(folder) ? (fs::path(folder) / "adapter_config.json").string() : folder;
   if (!fs::exists(file)) throw io_error(fmt::format("no adapter_config.json in '{}'", folder), {.file = file});
   adapter_config c;
+  nlohmann::ordered_json j;
   try {
-    c.json = nlohmann::ordered_json::parse(detail::read_text(file));
+    c.json = detail::read_text(file);
+    j = nlohmann::ordered_json::parse(c.json);
   } catch (const nlohmann::json::exception& e) {
     throw format_error(fmt::format("'{}' is not valid JSON: {}", file, e.what()), {.file = file, .file_in_message = true});
   }
-  auto& j = c.json;
   auto bad = [&](std::string_view key, std::string_view why) {
     throw format_error(fmt::format("'{}': {} {}", file, key, why), {.file = file, .key = std::string(key), .file_in_message = true});
   };
@@ -154,7 +155,7 @@ GRAFT_FUNC std::vector<std::string> peft_targets(const torch::nn::Module& model,
   return out;
 }
 
-GRAFT_FUNC nlohmann::ordered_json peft_config_json(const adapters& a, std::string_view base_model_name_or_path) {
+GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base_model_name_or_path) {
   const auto& o = a.options();
   nlohmann::ordered_json j;
   std::vector<std::string> targets;
@@ -194,7 +195,11 @@ GRAFT_FUNC nlohmann::ordered_json peft_config_json(const adapters& a, std::strin
   j["fan_in_fan_out"] = false;
   j["use_dora"] = false;
   j["inference_mode"] = true;
-  return j;
+  try {
+    return j.dump(2) + "\n";
+  } catch (const nlohmann::json::exception&) {
+    throw format_error("a module path or base_model_name_or_path is not valid UTF-8");
+  }
 }
 
 } // namespace graft::lora

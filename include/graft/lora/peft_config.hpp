@@ -8,7 +8,6 @@
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 
 #include <graft/config.hpp>
@@ -18,7 +17,8 @@
 namespace graft::lora {
 
 /// An adapter_config.json, as far as LoRA uses it. PEFT's other keys are kept in `json` and
-/// otherwise ignored, as PEFT ignores keys it does not know.
+/// otherwise ignored, as PEFT ignores keys it does not know. graft's headers do not expose a
+/// JSON type: parse `json` with any JSON library to read other keys.
 struct adapter_config {
   lora::options options{};
   /// target_modules as a string: one regular expression the whole module path must match.
@@ -32,8 +32,8 @@ struct adapter_config {
   /// modules_to_save: module names; a module whose path ends with one is trained and saved whole.
   std::vector<std::string> modules_to_save{};
   std::string base_model_name_or_path{};
-  /// The whole file as read (or as written).
-  nlohmann::ordered_json json{};
+  /// The whole file as read: JSON text.
+  std::string json{};
 };
 
 /// Where the tensors of an adapter sit in the model PEFT saw: "base_model.model." + path.
@@ -49,9 +49,11 @@ GRAFT_FUNC adapter_config read_adapter_config(const std::string& folder);
 /// module is not one of modules_to_save.
 GRAFT_FUNC std::vector<std::string> peft_targets(const torch::nn::Module& model, const adapter_config& config);
 
-/// The adapter_config.json PEFT writes for these adapters: target_modules lists the wrapped
-/// layers' full paths, modules_to_save the modules trained whole.
-GRAFT_FUNC nlohmann::ordered_json peft_config_json(const adapters& a, std::string_view base_model_name_or_path = {});
+/// The adapter_config.json PEFT writes for these adapters, as the text lora::save writes (keys
+/// in PEFT's order, two-space indent, a final newline): target_modules lists the wrapped
+/// layers' full paths, modules_to_save the modules trained whole. A format_error if a module
+/// path or base_model_name_or_path is not valid UTF-8.
+GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base_model_name_or_path = {});
 
 } // namespace graft::lora
 
