@@ -11,7 +11,7 @@
 #include <string_view>
 #include <utility>
 
-#include <fmt/format.h>
+#include <graft/config.hpp>
 
 namespace graft {
 
@@ -61,8 +61,7 @@ struct error_context {
 /// place, "'<file>': ", the message, and " (byte <offset> of <record>)".
 class error : public std::runtime_error {
 public:
-  error(error_kind kind, std::string_view message, error_context where = {})
-      : std::runtime_error(render(kind, message, where)), kind_(kind), message_(message), where_(std::move(where)) {}
+  GRAFT_FUNC error(error_kind kind, std::string_view message, error_context where = {});
   /// The kind of failure.
   error_kind kind() const noexcept { return kind_; }
   /// The message alone: no kind tag, file or offset (those are in context()).
@@ -71,25 +70,15 @@ public:
   const error_context& context() const noexcept { return where_; }
   /// what() without the kind tag: to carry the error elsewhere and throw it again there with
   /// throw_error(kind(), text()).
-  std::string text() const { return body(message_, where_); }
+  GRAFT_FUNC std::string text() const;
   /// what() without the kind tag and the file: for an error that wraps this one and names the
   /// file itself.
-  std::string text_in_file() const {
-    return where_.file_in_message ? message_ : message_ + location(where_);
-  }
+  GRAFT_FUNC std::string text_in_file() const;
 
 private:
-  static std::string location(const error_context& w) {
-    if (!w.offset) return {};
-    return fmt::format(" (byte {} of {})", *w.offset, w.record.empty() ? std::string_view("the file") : std::string_view(w.record));
-  }
-  static std::string body(std::string_view message, const error_context& w) {
-    if (w.file.empty() || w.file_in_message) return fmt::format("{}{}", message, location(w));
-    return fmt::format("'{}': {}{}", w.file, message, location(w));
-  }
-  static std::string render(error_kind kind, std::string_view message, const error_context& w) {
-    return fmt::format("[graft.{}] {}", to_string(kind), body(message, w));
-  }
+  GRAFT_FUNC static std::string location(const error_context& w);
+  GRAFT_FUNC static std::string body(std::string_view message, const error_context& w);
+  GRAFT_FUNC static std::string render(error_kind kind, std::string_view message, const error_context& w);
   error_kind kind_;
   std::string message_;
   error_context where_;
@@ -116,20 +105,10 @@ GRAFT_DEFINE_ERROR(type_error, type)
 
 /// Throws the exception class of `kind` with `message` and `where`: to re-throw an error of
 /// the same kind elsewhere (on another rank, after a wrapper) without parsing its text.
-[[noreturn]] inline void throw_error(error_kind kind, std::string_view message, error_context where = {}) {
-  switch (kind) {
-    case error_kind::pattern: throw pattern_error(message, std::move(where));
-    case error_kind::selection: throw selection_error(message, std::move(where));
-    case error_kind::key: throw key_error(message, std::move(where));
-    case error_kind::shape: throw shape_error(message, std::move(where));
-    case error_kind::format: throw format_error(message, std::move(where));
-    case error_kind::io: throw io_error(message, std::move(where));
-    case error_kind::option: throw option_error(message, std::move(where));
-    case error_kind::state: throw state_error(message, std::move(where));
-    case error_kind::distributed: throw distributed_error(message, std::move(where));
-    case error_kind::type: throw type_error(message, std::move(where));
-  }
-  throw error(kind, message, std::move(where));
-}
+[[noreturn]] GRAFT_FUNC void throw_error(error_kind kind, std::string_view message, error_context where = {});
 
 } // namespace graft
+
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/error-inl.hpp>
+#endif

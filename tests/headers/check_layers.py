@@ -31,7 +31,7 @@ def layer(rel):
     parts = rel.split("/")
     if rel == "graft.hpp" or parts[0] == "impl":  # impl/src.hpp: every definition, compiled once
         return "all"
-    if rel in ("error.hpp", "config.hpp") or parts[0] == "detail":
+    if rel in ("error.hpp", "error-inl.hpp", "config.hpp") or parts[0] == "detail":
         return "base"
     name = parts[0][:-4] if len(parts) == 1 else parts[0]  # walk.hpp -> walk, walk/... -> walk
     if name not in BELOW:

@@ -9,12 +9,10 @@
 #include <string>
 #include <string_view>
 
-#include <fmt/format.h>
-
+#include <graft/config.hpp>
 #include <graft/error.hpp>
 #include <graft/select/concepts.hpp>
 #include <graft/select/detail/glob_issues.hpp>
-#include <graft/select/detail/glob_match.hpp>
 #include <graft/select/detail/glob_parse.hpp>
 
 namespace graft {
@@ -33,6 +31,8 @@ struct fixed_string {
   constexpr fixed_string(const char (&s)[N]) { std::copy_n(s, N, data); }
   constexpr std::string_view view() const { return {data, N - 1}; }
 };
+
+class glob_program;  // select/detail/glob_match.hpp
 
 } // namespace detail
 
@@ -62,27 +62,20 @@ public:
   glob(const S&) = delete;  // a runtime string must be marked: graft::glob(graft::runtime(s))
 
   /// Whether a whole dotted path matches.
-  bool matches_path(std::string_view path) const { return program_->matches(path); }
+  GRAFT_FUNC bool matches_path(std::string_view path) const;
   template <class View>
     requires requires(const View& v) { { v.path() } -> std::convertible_to<std::string_view>; }
   bool matches(const View& v) const {
-    return program_->matches(v.path());
+    return matches_path(v.path());
   }
   /// Whether anything below the module prefix ("layer4.1.") could match.
-  bool could_match_under(std::string_view prefix) const { return program_->could_match_under(prefix); }
+  GRAFT_FUNC bool could_match_under(std::string_view prefix) const;
   std::string describe() const { return pattern_; }
   const std::string& pattern() const noexcept { return pattern_; }
 
 private:
-  glob(std::string_view text, std::nullptr_t)
-      : pattern_(text), program_(std::make_shared<const detail::glob_program>(text)) {}
-  static std::string_view checked(std::string_view text) {
-    if (auto p = detail::check_glob(text))
-      throw pattern_error(fmt::format("invalid glob '{}' at position {}: {}\n  {}\n  {:>{}}", text,
-                                      p->position, detail::glob_issue_text(p->issue), text, "^",
-                                      p->position + 1));
-    return text;
-  }
+  GRAFT_FUNC glob(std::string_view text, std::nullptr_t);
+  GRAFT_FUNC static std::string_view checked(std::string_view text);
   std::string pattern_;
   std::shared_ptr<const detail::glob_program> program_;  // immutable, shared by copies
 };
@@ -101,3 +94,7 @@ glob operator""_glob() {
 } // namespace literals
 
 } // namespace graft
+
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/select/glob-inl.hpp>
+#endif

@@ -9,8 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include <fmt/format.h>
-
+#include <graft/config.hpp>
 #include <graft/error.hpp>
 #include <graft/select/concepts.hpp>
 #include <graft/walk/walk.hpp>
@@ -57,20 +56,8 @@ private:
 
 namespace detail {
 
-inline std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diag = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      std::size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
+/// Edits (insertions, deletions, substitutions) that turn a into b.
+GRAFT_FUNC std::size_t edit_distance(std::string_view a, std::string_view b);
 
 /// The last dotted segment of a name: "fc" of "layer4.fc".
 constexpr std::string_view leaf_name(std::string_view k) noexcept { return k.substr(k.rfind('.') + 1); }
@@ -79,50 +66,12 @@ constexpr std::string_view leaf_name(std::string_view k) noexcept { return k.sub
 /// those within max(3, |wanted|/2) edits and, with `same_leaf`, any that ends in wanted's last
 /// dotted segment (the same tensor under another module path). The one suggester behind
 /// "did you mean" (selections) and "nearest" (merge reports).
-inline std::vector<std::string> nearest_names(std::string_view wanted, std::vector<std::string> candidates,
-                                              std::size_t most = 3, bool same_leaf = false) {
-  std::vector<std::pair<std::size_t, std::string>> scored;
-  std::size_t limit = std::max<std::size_t>(3, wanted.size() / 2);
-  std::sort(candidates.begin(), candidates.end());
-  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
-  for (auto& c : candidates) {
-    auto d = edit_distance(wanted, c);
-    if (d <= limit || (same_leaf && leaf_name(c) == leaf_name(wanted))) scored.emplace_back(d, std::move(c));
-  }
-  std::stable_sort(scored.begin(), scored.end(), [](auto& x, auto& y) { return x.first < y.first; });
-  std::vector<std::string> out;
-  for (std::size_t i = 0; i < scored.size() && i < most; ++i) out.push_back(std::move(scored[i].second));
-  return out;
-}
-
-inline std::string kind_text(walk_options o) {
-  return o.parameters && o.buffers ? "tensors" : o.buffers ? "buffers" : "parameters";
-}
+GRAFT_FUNC std::vector<std::string> nearest_names(std::string_view wanted, std::vector<std::string> candidates,
+                                                  std::size_t most = 3, bool same_leaf = false);
 
 /// The "matched nothing" error for a model, with suggestions.
-inline selection_error empty_selection(const torch::nn::Module& m, const std::string& description,
-                                       const std::string& pattern, walk_options opts) {
-  std::vector<std::string> candidates;
-  std::size_t count = 0;
-  for (auto t : walk(m, opts)) {
-    ++count;
-    std::string_view path = t.path();
-    candidates.emplace_back(path);
-    for (auto dot = path.find('.'); dot != std::string_view::npos; dot = path.find('.', dot + 1))
-      candidates.push_back(std::string(path.substr(0, dot)) + ".**");  // every enclosing module
-  }
-  auto near = nearest_names(pattern, std::move(candidates));
-  std::string msg = fmt::format("'{}' matched none of the {} {} of {}", description, count,
-                                kind_text(opts), m.name());
-  if (!near.empty()) {
-    msg += "; did you mean ";
-    for (std::size_t i = 0; i < near.size(); ++i)
-      msg += (i ? (i + 1 == near.size() ? " or '" : ", '") : "'") + near[i] + "'";
-    msg += "?";
-  }
-  msg += " (wrap the selector in graft::optional(...) if matching nothing is fine)";
-  return selection_error(msg);
-}
+GRAFT_FUNC selection_error empty_selection(const torch::nn::Module& m, const std::string& description,
+                                           const std::string& pattern, walk_options opts);
 
 /// Walks `m` with `sel`, pruning subtrees the selector rules out, calling f(tensor_view) on
 /// every match; returns the number of matches.
@@ -161,3 +110,7 @@ selection select(const torch::nn::Module& module, const S& sel, walk_options opt
 }
 
 } // namespace graft
+
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/select/select-inl.hpp>
+#endif

@@ -11,9 +11,9 @@
 #include <utility>
 #include <vector>
 
-#include <fmt/format.h>
 #include <torch/nn/module.h>
 
+#include <graft/config.hpp>
 #include <graft/error.hpp>
 #include <graft/state_dict/value.hpp>
 #include <graft/walk/walk.hpp>
@@ -44,32 +44,18 @@ public:
   /// The module's parameters and buffers under Python's state_dict() keys and order (tied
   /// tensors under every name). The tensors are the module's own (no copy): detach().clone()
   /// them, or save them, to keep a snapshot.
-  explicit state_dict(const torch::nn::Module& module) {
-    for (auto t : walk(module, walk_options::state())) insert(std::string(t.path()), t.tensor());
-  }
+  GRAFT_FUNC explicit state_dict(const torch::nn::Module& module);
 
   /// Flattens an object tree: nested dicts and lists join their keys with '.', tensors become
   /// entries, everything else becomes an extra under its dotted key.
-  static state_dict from_value(const value& root) {
-    state_dict sd;
-    std::string key;
-    sd.flatten(root, key);
-    return sd;
-  }
+  GRAFT_FUNC static state_dict from_value(const value& root);
 
   /// Appends an entry; a key_error if the key is already there.
   void insert(std::string key, torch::Tensor tensor, std::string source_key = {}) {
     insert(state_entry{std::move(key), std::move(tensor), std::move(source_key)});
   }
   /// Appends an entry as it is (a stage's rewritten entry keeps its source key and version).
-  void insert(state_entry e) {
-    if (e.source_key.empty()) e.source_key = e.key;
-    auto [it, fresh] = index_.try_emplace(e.key, entries_.size());
-    if (!fresh)
-      throw key_error(fmt::format("two entries are named '{}' (from '{}' and '{}')", e.key,
-                                  entries_[it->second].source_key, e.source_key));
-    entries_.push_back(std::move(e));
-  }
+  GRAFT_FUNC void insert(state_entry e);
   /// The entry under `key`, or nullptr.
   const state_entry* find(std::string_view key) const {
     auto it = index_.find(std::string(key));
@@ -77,10 +63,7 @@ public:
   }
   bool contains(std::string_view key) const { return find(key) != nullptr; }
   /// The tensor under `key`; a key_error naming the key if it is absent.
-  const torch::Tensor& at(std::string_view key) const {
-    if (auto* e = find(key)) return e->tensor;
-    throw key_error(fmt::format("no tensor '{}' in this state dict of {} entries", key, entries_.size()));
-  }
+  GRAFT_FUNC const torch::Tensor& at(std::string_view key) const;
 
   std::size_t size() const noexcept { return entries_.size(); }
   bool empty() const noexcept { return entries_.empty(); }
@@ -111,13 +94,7 @@ public:
   }
 
   /// The entries as a flat dict of key → tensor (extras as values under their keys).
-  value to_value() const {
-    dict d;
-    d.reserve(entries_.size() + extras_.size());
-    for (auto& e : entries_) d.append(e.key, e.tensor);
-    for (auto& [k, v] : extras_) d.append(k, v);
-    return d;
-  }
+  GRAFT_FUNC value to_value() const;
 
   /// Moves the entries out (for stages that rebuild the dict); the dict keeps its extras.
   std::vector<state_entry> release_entries() {
@@ -130,49 +107,10 @@ public:
   }
 
 private:
-  void flatten(const value& v, std::string& key) {
-    auto child = [&](const std::string& k, const value& c) {
-      auto len = key.size();
-      if (!key.empty()) key += '.';
-      key += k;
-      flatten(c, key);
-      key.resize(len);
-    };
-    if (v.is_tensor()) {
-      insert(key, v.as_tensor());
-    } else if (v.is_dict()) {
-      const auto first = entries_.size();
-      for (auto& [k, c] : v.as_dict()) child(k.key_text(), c);
-      if (!v.as_dict().module_versions().empty()) set_versions(v.as_dict(), key, first);
-    } else if (v.is_sequence() && has_tensor(v)) {
-      auto& items = v.as_sequence().items;
-      for (std::size_t i = 0; i < items.size(); ++i) child(std::to_string(i), items[i]);
-    } else {
-      extras_.emplace_back(key, v);
-    }
-  }
+  GRAFT_FUNC void flatten(const value& v, std::string& key);
   // Gives the entries flattened from `d` (under `key`) their module's saved version.
-  void set_versions(const dict& d, const std::string& key, std::size_t first) {
-    std::unordered_map<std::string_view, std::int64_t> version(d.module_versions().begin(), d.module_versions().end());
-    const std::size_t skip = key.empty() ? 0 : key.size() + 1;
-    for (auto i = first; i < entries_.size(); ++i) {
-      std::string_view rel = std::string_view(entries_[i].key).substr(skip);
-      auto dot = rel.rfind('.');
-      auto it = version.find(dot == std::string_view::npos ? std::string_view() : rel.substr(0, dot));
-      if (it != version.end()) entries_[i].module_version = it->second;
-    }
-  }
-  static bool has_tensor(const value& v) {
-    if (v.is_tensor()) return true;
-    if (v.is_dict()) {
-      for (auto& [k, c] : v.as_dict())
-        if (has_tensor(c)) return true;
-    } else if (v.is_sequence()) {
-      for (auto& c : v.as_sequence().items)
-        if (has_tensor(c)) return true;
-    }
-    return false;
-  }
+  GRAFT_FUNC void set_versions(const dict& d, const std::string& key, std::size_t first);
+  GRAFT_FUNC static bool has_tensor(const value& v);
 
   std::vector<state_entry> entries_;
   std::unordered_map<std::string, std::size_t> index_;
@@ -180,3 +118,7 @@ private:
 };
 
 } // namespace graft
+
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/state_dict/state_dict-inl.hpp>
+#endif

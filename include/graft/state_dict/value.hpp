@@ -13,8 +13,7 @@
 
 #include <torch/types.h>
 
-#include <fmt/format.h>
-
+#include <graft/config.hpp>
 #include <graft/error.hpp>
 
 namespace graft {
@@ -29,15 +28,15 @@ public:
   dict() = default;
 
   /// Appends key → v, or replaces the value of an existing key in place (Python's d[k] = v).
-  void set(value key, value v);
+  GRAFT_FUNC void set(value key, value v);
   /// Appends key → v without looking for an existing key: for readers whose source cannot
   /// hold duplicates (a pickled dict), where set()'s lookup would cost O(n) per item.
   void append(value key, value v);
   /// The value under a string key, or nullptr.
-  const value* find(std::string_view key) const;
+  GRAFT_FUNC const value* find(std::string_view key) const;
   value* find(std::string_view key);
   /// The value under a string key; a key_error listing the keys there are if it is absent.
-  const value& at(std::string_view key) const;
+  GRAFT_FUNC const value& at(std::string_view key) const;
 
   // Defined after value: std::vector<item> needs value complete for these.
   std::size_t size() const noexcept;
@@ -122,12 +121,7 @@ public:
   dict& as_dict() { return const_cast<dict&>(std::as_const(*this).as_dict()); }
 
   /// The key text of a dict key: a string as is, an integer in decimal.
-  std::string key_text() const {
-    if (is_string()) return as_string();
-    if (is_int()) return std::to_string(as_int());
-    if (is_bool()) return as_bool() ? "True" : "False";
-    throw key_error(fmt::format("a dict key of type {} cannot name a checkpoint entry", type_name()));
-  }
+  GRAFT_FUNC std::string key_text() const;
 
   const storage& raw() const noexcept { return v_; }
   storage& raw() noexcept { return v_; }
@@ -136,22 +130,11 @@ private:
   template <class T>
   const T& get(std::string_view wanted) const {
     if (auto* p = std::get_if<T>(&v_)) return *p;
-    throw type_error(fmt::format("expected a {} value, found {}", wanted, type_name()));
+    wrong_type(wanted);
   }
+  [[noreturn]] GRAFT_FUNC void wrong_type(std::string_view wanted) const;
   storage v_;
 };
-
-inline void dict::set(value key, value v) {
-  for (auto& [k, old] : items_) {
-    if (k.raw().index() == key.raw().index() &&
-        ((k.is_string() && k.as_string() == key.as_string()) ||
-         (k.is_int() && k.as_int() == key.as_int()))) {
-      old = std::move(v);
-      return;
-    }
-  }
-  items_.emplace_back(std::move(key), std::move(v));
-}
 
 inline std::size_t dict::size() const noexcept { return items_.size(); }
 inline bool dict::empty() const noexcept { return items_.empty(); }
@@ -163,26 +146,12 @@ inline void dict::reserve(std::size_t n) { items_.reserve(n); }
 
 inline void dict::append(value key, value v) { items_.emplace_back(std::move(key), std::move(v)); }
 
-inline const value* dict::find(std::string_view key) const {
-  for (auto& [k, v] : items_)
-    if ((k.is_string() && k.as_string() == key) || (k.is_int() && std::to_string(k.as_int()) == key))
-      return &v;
-  return nullptr;
-}
 inline value* dict::find(std::string_view key) {
   return const_cast<value*>(std::as_const(*this).find(key));
 }
 
-inline const value& dict::at(std::string_view key) const {
-  if (auto* v = find(key)) return *v;
-  std::string keys;
-  std::size_t shown = 0;
-  for (auto& [k, v] : items_) {
-    if (shown++ == 12) { keys += ", ..."; break; }
-    keys += (keys.empty() ? "'" : ", '") + k.key_text() + "'";
-  }
-  throw key_error(fmt::format("no entry '{}' here; the keys are: {}", key,
-                              keys.empty() ? std::string("(none: the dict is empty)") : keys));
-}
-
 } // namespace graft
+
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/state_dict/value-inl.hpp>
+#endif

@@ -9,17 +9,12 @@
 #include <utility>
 #include <vector>
 
-#include <torch/optim/adam.h>
-#include <torch/optim/adamw.h>
 #include <torch/optim/optimizer.h>
-#include <torch/optim/rmsprop.h>
-#include <torch/optim/sgd.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 #include <torch/types.h>
 
-#include <fmt/format.h>
-
+#include <graft/config.hpp>
 #include <graft/optim/schedules/concepts.hpp>
 
 namespace graft {
@@ -50,14 +45,7 @@ struct schedule_model final : any_schedule {
 };
 
 /// Where a group keeps the momentum a one-cycle drives (PyTorch's 'momentum' or betas[0]), or null.
-inline double* momentum_slot(torch::optim::OptimizerOptions& o) {
-  using namespace torch::optim;
-  if (auto* p = dynamic_cast<SGDOptions*>(&o)) return &p->momentum();
-  if (auto* p = dynamic_cast<RMSpropOptions*>(&o)) return &p->momentum();
-  if (auto* p = dynamic_cast<AdamOptions*>(&o)) return &std::get<0>(p->betas());
-  if (auto* p = dynamic_cast<AdamWOptions*>(&o)) return &std::get<0>(p->betas());
-  return nullptr;
-}
+GRAFT_FUNC double* momentum_slot(torch::optim::OptimizerOptions& o);
 
 } // namespace detail
 
@@ -103,7 +91,7 @@ public:
   }
   /// Restores epoch and base lrs and sets the optimizer's lrs for that epoch, so training resumes
   /// exactly. Throws key_error for a missing entry, state_error for another schedule or more groups.
-  void load(torch::serialize::InputArchive& archive);
+  GRAFT_FUNC void load(torch::serialize::InputArchive& archive);
 
   /// `archive << sched`, so torch::save(sched, path) works.
   friend torch::serialize::OutputArchive& operator<<(torch::serialize::OutputArchive& a,
@@ -119,33 +107,7 @@ public:
 
 private:
   // Computes everything for `epoch` first and commits only if nothing threw.
-  void apply(std::int64_t epoch, std::vector<double> bases) {
-    auto& groups = optimizer_->param_groups();
-    if (groups.size() < bases.size())
-      throw state_error(fmt::format("lr_scheduler: the optimizer has {} param groups, fewer than the {} "
-                                    "the scheduler drives", groups.size(), bases.size()));
-    schedule_->check_groups(groups.size());
-    for (auto i = bases.size(); i < groups.size(); ++i) bases.push_back(groups[i].options().get_lr());
-    std::vector<double> lrs;
-    std::vector<std::pair<double*, double>> momenta;
-    for (std::size_t i = 0; i < groups.size(); ++i) {
-      lrs.push_back(schedule_->lr(epoch, {i, bases[i]}));
-      if (auto m = schedule_->momentum(epoch, {i, bases[i]})) {
-        auto* slot = detail::momentum_slot(groups[i].options());
-        if (!slot)
-          throw option_error(fmt::format(
-              "{}.cycle_momentum needs an optimizer with momentum or betas (SGD, RMSprop, Adam, "
-              "AdamW), but param group {} has neither; set .cycle_momentum = false",
-              schedule_->name(), i));
-        momenta.emplace_back(slot, *m);
-      }
-    }
-    for (std::size_t i = 0; i < groups.size(); ++i) groups[i].options().set_lr(lrs[i]);
-    for (auto [slot, m] : momenta) *slot = m;
-    epoch_ = epoch;
-    base_lrs_ = std::move(bases);
-    last_lrs_ = std::move(lrs);
-  }
+  GRAFT_FUNC void apply(std::int64_t epoch, std::vector<double> bases);
 
   torch::optim::Optimizer* optimizer_;
   std::unique_ptr<detail::any_schedule> schedule_;
@@ -154,18 +116,8 @@ private:
   std::vector<double> last_lrs_;
 };
 
-inline void lr_scheduler::load(torch::serialize::InputArchive& archive) {
-  c10::IValue name, epoch;
-  torch::Tensor bases;
-  if (!archive.try_read("schedule", name) || !archive.try_read("epoch", epoch) ||
-      !archive.try_read("base_lrs", bases))
-    throw key_error("lr_scheduler.load: the archive lacks 'schedule', 'epoch' or 'base_lrs'");
-  if (name.toStringRef() != schedule_->name())
-    throw state_error(fmt::format("lr_scheduler.load: the archive holds a '{}' schedule, this scheduler "
-                                  "runs '{}'", name.toStringRef(), schedule_->name()));
-  bases = bases.to(torch::kFloat64).contiguous();
-  std::vector<double> restored(bases.data_ptr<double>(), bases.data_ptr<double>() + bases.numel());
-  apply(epoch.toInt(), std::move(restored));
-}
-
 } // namespace graft
+
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/optim/schedules/scheduler-inl.hpp>
+#endif
