@@ -22,8 +22,6 @@
 #include <utility>
 #include <vector>
 
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/optim/lbfgs.h>
 #include <torch/optim/optimizer.h>
 
@@ -111,56 +109,26 @@ public:
     named_param_groups out;
     auto placed = place(out.params_);
     check_groups(placed.taken);
-    check_leftovers(placed.leftovers);
+    if constexpr (!has_rest) detail::check_leftovers(placed.leftovers);
     for (auto slot : placed.order(out.params_))
       add_group(out, base, placed.keys[slot], std::move(placed.members[slot]));
-    if constexpr (std::is_same_v<O, torch::optim::LBFGSOptions>)
-      if (out.groups_.size() > 1)
-        throw option_error(fmt::format("LBFGS optimizes a single param group; these settings make {} ('{}')",
-                                       out.groups_.size(), fmt::join(out.names_, "', '")));
+    if constexpr (std::is_same_v<O, torch::optim::LBFGSOptions>) detail::require_single_group(out);
     return out;
   }
 
 private:
-  // Walks the parameters, recording each one in `params`, and puts each one in the first
-  // declared group that takes it (a trainable parameter, or any with include_frozen), split by
-  // layer id and decay half. A parameter's group in `params` is its slot index for now.
+  // Where each parameter goes (detail::place_parameters), the selectors behind pointers.
   detail::placement place(std::vector<named_param_groups::parameter_info>& params) const {
-    detail::placement placed(sizeof...(Specs));
-    for (auto t : walk(*module_)) {
-      const auto& p = t.tensor();
-      bool trainable = p.requires_grad();
-      params.push_back({std::string(t.path()), p, trainable, std::nullopt});
-      std::size_t index = 0;
-      bool found = false;
-      auto try_spec = [&](const auto& spec) {
-        if (found) return;
-        if ((trainable || spec.opts.include_frozen) && spec.sel.matches(t))
-          found = true;
-        else
-          ++index;
-      };
-      std::apply([&](const auto&... spec) { (try_spec(spec), ...); }, specs_);
-      if (!found) {
-        if (trainable) placed.leftovers.emplace_back(t.path());
-        continue;
-      }
-      int layer = split_.layer_of ? (*split_.layer_of)(t.path()) : 0;
-      bool nd = split_.no_decay && (*split_.no_decay)(t);
-      params.back().group = placed.add({index, layer, nd}, p);
-    }
-    return placed;
-  }
-
-  // Trainable parameters in no group are an error, unless rest() takes them.
-  static void check_leftovers(const std::vector<std::string>& leftovers) {
-    if (leftovers.empty() || has_rest) return;
-    std::size_t shown = std::min<std::size_t>(leftovers.size(), 5);
-    throw selection_error(fmt::format(
-        "param groups leave {} trainable parameters in no group: '{}'{} (add a group for them, or "
-        ".rest(\"name\"), or freeze them)",
-        leftovers.size(), fmt::join(leftovers.begin(), leftovers.begin() + shown, "', '"),
-        leftovers.size() > shown ? ", ..." : ""));
+    std::vector<detail::spec_matcher> matchers;
+    matchers.reserve(sizeof...(Specs));
+    std::apply(
+        [&](const auto&... spec) {
+          (matchers.push_back({&spec.sel, &detail::erased_matches<std::remove_cvref_t<decltype(spec.sel)>>,
+                               spec.opts.include_frozen}),
+           ...);
+        },
+        specs_);
+    return detail::place_parameters(*module_, matchers, split_, params);
   }
 
   // Makes the group of one slot: `base` with its declared group's settings, then its layer's
@@ -169,32 +137,23 @@ private:
   void add_group(named_param_groups& out, const O& base, const detail::placement::slot_key& k,
                  std::vector<torch::Tensor> group_members) const {
     O opts = base;
-    std::string name;
+    const std::string* group = nullptr;
     visit_spec(k.spec, [&](const auto& spec) {
-      name = spec.name;
+      group = &spec.name;
       apply_common(opts, base, spec);
       std::apply([&](const auto&... s) { (s.apply(opts), ...); }, spec.settings);
     });
-    if (split_.layer_of) {
-      name += fmt::format(".layer{}", k.layer);
-      opts.lr(opts.lr() * std::pow(split_.layer_decay, split_.num_layers - k.layer));
+    if (split_.layer_of) opts.lr(opts.lr() * std::pow(split_.layer_decay, split_.num_layers - k.layer));
+    std::optional<double> weight_decay;
+    if constexpr (has_weight_decay<O>) {
+      if (k.no_decay) opts.weight_decay(0.0);
+      weight_decay = opts.weight_decay();
+    } else if (k.no_decay) {
+      throw option_error("no_decay(): this optimizer has no weight decay to turn off");
     }
-    if (k.no_decay) {
-      name += ".no_decay";
-      if constexpr (has_weight_decay<O>)
-        opts.weight_decay(0.0);
-      else
-        throw option_error("no_decay(): this optimizer has no weight decay to turn off");
-    }
-    for (auto& existing : out.names_)
-      if (existing == name)
-        throw option_error(fmt::format("two param groups are named '{}'", name));
-    named_param_groups::group_info info{name, opts.lr(), std::nullopt, group_members.size(), 0};
-    if constexpr (has_weight_decay<O>) info.weight_decay = opts.weight_decay();
-    for (auto& p : group_members) info.elements += p.numel();
-    out.names_.push_back(name);
-    out.info_.push_back(std::move(info));
-    out.groups_.emplace_back(std::move(group_members), std::make_unique<O>(std::move(opts)));
+    double lr = opts.lr();
+    out.add_group(detail::slot_name(*group, k, split_), lr, weight_decay, std::move(group_members),
+                  std::make_unique<O>(std::move(opts)));
   }
 
   template <class F>
@@ -206,17 +165,16 @@ private:
   template <class O, class Spec>
   static void apply_common(O& opts, const O& base, const Spec& spec) {
     const auto& g = spec.opts;
-    if (g.lr && g.lr_scale)
-      throw option_error(fmt::format("param group '{}' sets both lr and lr_scale; give one", spec.name));
+    if (g.lr && g.lr_scale) detail::throw_group_option(spec.name, "sets both lr and lr_scale; give one");
     if (g.lr) opts.lr(*g.lr);
     if (g.lr_scale) opts.lr(base.lr() * *g.lr_scale);
     if (g.weight_decay && g.weight_decay_scale)
-      throw option_error(fmt::format("param group '{}' sets both weight_decay and weight_decay_scale; give one", spec.name));
+      detail::throw_group_option(spec.name, "sets both weight_decay and weight_decay_scale; give one");
     if constexpr (has_weight_decay<O>) {
       if (g.weight_decay) opts.weight_decay(*g.weight_decay);
       if (g.weight_decay_scale) opts.weight_decay(base.weight_decay() * *g.weight_decay_scale);
     } else if (g.weight_decay || g.weight_decay_scale) {
-      throw option_error(fmt::format("param group '{}' sets a weight decay, but this optimizer has none", spec.name));
+      detail::throw_group_option(spec.name, "sets a weight decay, but this optimizer has none");
     }
   }
 
@@ -244,14 +202,8 @@ private:
     if constexpr (allows_empty<decltype(spec.sel)>) {
       return;
     } else {
-      std::size_t n = detail::for_each_match(*module_, spec.sel, {}, [](const tensor_view&) {});
-      if (n == 0) {
-        auto e = detail::empty_selection(*module_, spec.sel.describe(), detail::pattern_text(spec.sel), {});
-        throw selection_error(fmt::format("param group '{}': {}", spec.name, e.text()));
-      }
-      throw selection_error(fmt::format(
-          "param group '{}' is empty: its {} parameters matched by '{}' are frozen or taken by earlier groups ('{}')",
-          spec.name, n, spec.sel.describe(), fmt::join(earlier, "', '")));
+      std::size_t n = detail::for_each_match(*module_, spec.sel, {}, detail::ignore_match{});
+      detail::throw_empty_group(*module_, spec.name, n, spec.sel.describe(), detail::pattern_text(spec.sel), earlier);
     }
   }
 

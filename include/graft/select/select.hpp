@@ -75,11 +75,22 @@ GRAFT_FUNC selection_error empty_selection(const torch::nn::Module& m, const std
 
 /// Walks `m` with `sel`, pruning subtrees the selector rules out, calling f(tensor_view) on
 /// every match; returns the number of matches.
+// The pruner of a walk for a selector of type S: false for a subtree it rules out. Behind a
+// pointer (erased_prune), so that one walk serves every selector and every caller.
+template <class S>
+bool keep_subtree(const void* sel, std::string_view prefix) {
+  return graft::could_match_under(*static_cast<const S*>(sel), prefix);
+}
+
+/// A for_each_match callback that only lets it count.
+struct ignore_match {
+  void operator()(const tensor_view&) const noexcept {}
+};
+
 template <selector S, class F>
 std::size_t for_each_match(const torch::nn::Module& m, const S& sel, walk_options opts, F&& f) {
   std::size_t n = 0;
-  auto prune = [&sel](std::string_view prefix) { return graft::could_match_under(sel, prefix); };
-  for (auto t : walk(m, opts, prune))
+  for (auto t : walk(m, opts, erased_prune{&sel, &keep_subtree<S>}))
     if (sel.matches(t)) {
       ++n;
       f(t);

@@ -16,6 +16,7 @@
 #include <range/v3/range/concepts.hpp>
 #include <torch/nn/module.h>
 
+#include <graft/config.hpp>
 #include <graft/detail/module_access.hpp>
 #include <graft/detail/pointer_set.hpp>
 #include <graft/walk/tensor_view.hpp>
@@ -38,6 +39,12 @@ namespace detail {
 /// A pruner that never prunes.
 struct keep_every_module {
   constexpr bool operator()(std::string_view) const noexcept { return true; }
+};
+/// A pruner behind a pointer: one walk type serves every selector (select.hpp's for_each_match).
+struct erased_prune {
+  const void* arg;
+  bool (*keep)(const void* arg, std::string_view prefix);
+  bool operator()(std::string_view prefix) const { return keep(arg, prefix); }
 };
 } // namespace detail
 
@@ -88,58 +95,13 @@ private:
     std::size_t next;        // index over own parameters, then buffers, then children
   };
 
-  void start() {
-    stack_.clear();
-    seen_.clear();
-    path_.clear();
-    stack_.push_back({root_, detail::module_registries(*root_), 0, 0});
-    advance();
-  }
-
+  void start();
   bool done() const noexcept { return stack_.empty(); }
-
   tensor_view current() const noexcept {
     return tensor_view(path_, name_offset_, *tensor_, *stack_.back().module, kind_);
   }
-
   // Moves to the next tensor to visit, or empties the stack.
-  void advance() {
-    while (!stack_.empty()) {
-      frame& f = stack_.back();
-      const auto& params = f.own.parameters();
-      const auto& buffers = f.own.buffers();
-      const auto& children = f.own.children();
-      std::size_t np = options_.parameters ? params.size() : 0;
-      std::size_t nb = options_.buffers ? buffers.size() : 0;
-      if (f.next < np + nb) {
-        std::size_t i = f.next++;
-        bool is_param = i < np;
-        const auto& item = is_param ? params[i] : buffers[i - np];
-        const at::Tensor& t = item.value();
-        if (!t.defined()) continue;  // e.g. Linear(bias=false) registers an undefined bias
-        if (!options_.every_name && !seen_.insert(t.unsafeGetTensorImpl())) continue;
-        path_.resize(f.prefix_len);
-        path_.append(item.key());
-        name_offset_ = f.prefix_len;
-        tensor_ = &t;
-        kind_ = is_param ? tensor_kind::parameter : tensor_kind::buffer;
-        return;
-      }
-      std::size_t c = f.next - np - nb;
-      if (c < children.size()) {
-        ++f.next;
-        std::size_t len = f.prefix_len;
-        path_.resize(len);
-        path_.append(children[c].key());
-        path_.push_back('.');
-        if (!prune_(std::string_view(path_))) continue;
-        const torch::nn::Module* child = children[c].value().get();
-        stack_.push_back({child, detail::module_registries(*child), path_.size(), 0});
-        continue;
-      }
-      stack_.pop_back();
-    }
-  }
+  void advance();
 
   const torch::nn::Module* root_;
   walk_options options_;
@@ -151,6 +113,54 @@ private:
   tensor_kind kind_ = tensor_kind::parameter;
   detail::pointer_set seen_;
 };
+
+template <class Prune>
+void basic_walk<Prune>::start() {
+  stack_.clear();
+  seen_.clear();
+  path_.clear();
+  stack_.push_back({root_, detail::module_registries(*root_), 0, 0});
+  advance();
+}
+
+template <class Prune>
+void basic_walk<Prune>::advance() {
+  while (!stack_.empty()) {
+    frame& f = stack_.back();
+    const auto& params = f.own.parameters();
+    const auto& buffers = f.own.buffers();
+    const auto& children = f.own.children();
+    std::size_t np = options_.parameters ? params.size() : 0;
+    std::size_t nb = options_.buffers ? buffers.size() : 0;
+    if (f.next < np + nb) {
+      std::size_t i = f.next++;
+      bool is_param = i < np;
+      const auto& item = is_param ? params[i] : buffers[i - np];
+      const at::Tensor& t = item.value();
+      if (!t.defined()) continue;  // e.g. Linear(bias=false) registers an undefined bias
+      if (!options_.every_name && !seen_.insert(t.unsafeGetTensorImpl())) continue;
+      path_.resize(f.prefix_len);
+      path_.append(item.key());
+      name_offset_ = f.prefix_len;
+      tensor_ = &t;
+      kind_ = is_param ? tensor_kind::parameter : tensor_kind::buffer;
+      return;
+    }
+    std::size_t c = f.next - np - nb;
+    if (c < children.size()) {
+      ++f.next;
+      std::size_t len = f.prefix_len;
+      path_.resize(len);
+      path_.append(children[c].key());
+      path_.push_back('.');
+      if (!prune_(std::string_view(path_))) continue;
+      const torch::nn::Module* child = children[c].value().get();
+      stack_.push_back({child, detail::module_registries(*child), path_.size(), 0});
+      continue;
+    }
+    stack_.pop_back();
+  }
+}
 
 /// Walks `module`'s tensors lazily in PyTorch's order (by default its parameters, once each,
 /// as named_parameters() lists them).
@@ -194,3 +204,9 @@ basic_walk<Prune> walk(const torch::nn::Module& module, walk_options options, Pr
 
 template <class P>
 inline constexpr bool ranges::enable_view<graft::basic_walk<P>> = true;
+
+#ifdef GRAFT_SEPARATE_COMPILATION
+// The two walks graft itself uses are compiled once, in graft::compiled (walk-inl.hpp).
+extern template class graft::basic_walk<graft::detail::keep_every_module>;
+extern template class graft::basic_walk<graft::detail::erased_prune>;
+#endif

@@ -18,6 +18,7 @@
 #include <torch/types.h>
 #include <torch/version.h>
 
+#include <graft/config.hpp>
 #include <graft/error.hpp>
 #include <graft/optim/options.hpp>
 
@@ -72,11 +73,7 @@ public:
   const std::vector<parameter_info>& parameters() const noexcept { return params_; }
 
   /// The index of the group called `name` (the same in the optimizer); key_error if none.
-  std::size_t index_of(std::string_view name) const {
-    for (std::size_t i = 0; i < names_.size(); ++i)
-      if (names_[i] == name) return i;
-    throw key_error(fmt::format("no param group named '{}'; the groups are '{}'", name, fmt::join(names_, "', '")));
-  }
+  GRAFT_FUNC std::size_t index_of(std::string_view name) const;
   /// The group called `name`.
   const torch::optim::OptimizerParamGroup& operator[](std::string_view name) const { return groups_[index_of(name)]; }
   /// The name of the group that holds the parameter at `path`, if any.
@@ -102,6 +99,9 @@ public:
 
 private:
   template <class...> friend class param_groups_builder;
+  // Appends a built group; option_error if a group of that name exists.
+  GRAFT_FUNC void add_group(std::string name, double lr, std::optional<double> weight_decay, std::vector<torch::Tensor> members,
+                            std::unique_ptr<torch::optim::OptimizerOptions> options);
   std::vector<torch::optim::OptimizerParamGroup> groups_;
   std::vector<std::string> names_;
   std::vector<group_info> info_;
@@ -141,3 +141,7 @@ struct fmt::formatter<graft::named_param_groups> {
     return out;
   }
 };
+
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/optim/detail/named_param_groups-inl.hpp>
+#endif

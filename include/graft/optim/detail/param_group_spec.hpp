@@ -14,8 +14,10 @@
 #include <type_traits>
 #include <vector>
 
+#include <torch/nn/module.h>
 #include <torch/types.h>
 
+#include <graft/config.hpp>
 #include <graft/optim/detail/named_param_groups.hpp>
 #include <graft/select/basic.hpp>
 #include <graft/walk/tensor_view.hpp>
@@ -76,29 +78,54 @@ struct placement {
   explicit placement(std::size_t specs) : taken(specs, 0) {}
 
   // Adds `p` to the slot `key`; returns the slot's index in keys.
-  std::size_t add(slot_key key, const torch::Tensor& p) {
-    auto k = static_cast<std::size_t>(std::find(keys.begin(), keys.end(), key) - keys.begin());
-    if (k == keys.size()) {
-      keys.push_back(key);
-      members.emplace_back();
-    }
-    members[k].push_back(p);
-    ++taken[key.spec];
-    return k;
-  }
+  GRAFT_FUNC std::size_t add(slot_key key, const torch::Tensor& p);
 
   // The slots as groups: in declaration order; within one, by layer id, then the decayed half
   // first. Renumbers each parameter's slot index in `params` into its group's index.
-  std::vector<std::size_t> order(std::vector<named_param_groups::parameter_info>& params) const {
-    std::vector<std::size_t> by(keys.size()), rank(keys.size());
-    for (std::size_t i = 0; i < by.size(); ++i) by[i] = i;
-    std::sort(by.begin(), by.end(), [&](std::size_t a, std::size_t b) { return keys[a] < keys[b]; });
-    for (std::size_t g = 0; g < by.size(); ++g) rank[by[g]] = g;
-    for (auto& info : params)
-      if (info.group) info.group = rank[*info.group];
-    return by;
-  }
+  GRAFT_FUNC std::vector<std::size_t> order(std::vector<named_param_groups::parameter_info>& params) const;
 };
+
+// A declared group as the placement sees it: its selector behind a pointer, so that walking
+// the parameters is compiled once, not once per combination of selectors.
+struct spec_matcher {
+  const void* sel;
+  bool (*matches)(const void* sel, const tensor_view& t);
+  bool include_frozen;
+};
+template <class S>
+bool erased_matches(const void* sel, const tensor_view& t) {
+  return static_cast<const S*>(sel)->matches(t);
+}
+
+// Walks `module`'s parameters, recording each one in `params`, and puts each one in the first
+// of `specs` that takes it (a trainable parameter, or any with include_frozen), split by layer
+// id and decay half. A parameter's group in `params` is its slot index for now.
+GRAFT_FUNC placement place_parameters(const torch::nn::Module& module, const std::vector<spec_matcher>& specs,
+                                      const split_options& split,
+                                      std::vector<named_param_groups::parameter_info>& params);
+
+// Throws selection_error naming trainable parameters that no group took (when no rest()).
+GRAFT_FUNC void check_leftovers(const std::vector<std::string>& leftovers);
+
+// Throws the error for the group `name` that took nothing: its selector matched nothing at
+// all (`matched` == 0: did-you-mean), or earlier groups took everything it matched.
+[[noreturn]] GRAFT_FUNC void throw_empty_group(const torch::nn::Module& module, const std::string& name,
+                                               std::size_t matched, const std::string& description,
+                                               const std::string& pattern, const std::vector<std::string>& earlier);
+
+// Throws option_error "param group '<group>' <problem>".
+[[noreturn]] GRAFT_FUNC void throw_group_option(std::string_view group, std::string_view problem);
+
+// The name of one slot's group: its declared group's name, ".layer<id>" with layer decay,
+// ".no_decay" for the decay-free half.
+GRAFT_FUNC std::string slot_name(const std::string& group, const placement::slot_key& k, const split_options& split);
+
+// LBFGS optimizes one param group: option_error if the build made more.
+GRAFT_FUNC void require_single_group(const named_param_groups& groups);
 
 } // namespace detail
 } // namespace graft
+
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/optim/detail/param_group_spec-inl.hpp>
+#endif

@@ -1,0 +1,41 @@
+#pragma once
+// The definitions of optim/detail/named_param_groups.hpp.
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/optim/optimizer.h>
+#include <torch/types.h>
+
+#include <graft/config.hpp>
+#include <graft/error.hpp>
+#include <graft/optim/detail/named_param_groups.hpp>
+
+namespace graft {
+
+GRAFT_FUNC std::size_t named_param_groups::index_of(std::string_view name) const {
+  for (std::size_t i = 0; i < names_.size(); ++i)
+    if (names_[i] == name) return i;
+  throw key_error(fmt::format("no param group named '{}'; the groups are '{}'", name, fmt::join(names_, "', '")));
+}
+
+GRAFT_FUNC void named_param_groups::add_group(std::string name, double lr, std::optional<double> weight_decay,
+                                              std::vector<torch::Tensor> members,
+                                              std::unique_ptr<torch::optim::OptimizerOptions> options) {
+  for (auto& existing : names_)
+    if (existing == name) throw option_error(fmt::format("two param groups are named '{}'", name));
+  group_info info{name, lr, weight_decay, members.size(), 0};
+  for (auto& p : members) info.elements += p.numel();
+  names_.push_back(std::move(name));
+  info_.push_back(std::move(info));
+  groups_.emplace_back(std::move(members), std::move(options));
+}
+
+} // namespace graft

@@ -1,0 +1,109 @@
+#pragma once
+// The definitions of optim/detail/param_group_spec.hpp: where build() puts each parameter, and
+// the errors of groups that take nothing or contradict themselves.
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <graft/config.hpp>
+#include <graft/error.hpp>
+#include <graft/optim/detail/named_param_groups.hpp>
+#include <graft/optim/detail/param_group_spec.hpp>
+#include <graft/select/select.hpp>
+#include <graft/walk/walk.hpp>
+
+namespace graft::detail {
+
+GRAFT_FUNC std::size_t placement::add(slot_key key, const torch::Tensor& p) {
+  auto k = static_cast<std::size_t>(std::find(keys.begin(), keys.end(), key) - keys.begin());
+  if (k == keys.size()) {
+    keys.push_back(key);
+    members.emplace_back();
+  }
+  members[k].push_back(p);
+  ++taken[key.spec];
+  return k;
+}
+
+GRAFT_FUNC std::vector<std::size_t> placement::order(std::vector<named_param_groups::parameter_info>& params) const {
+  std::vector<std::size_t> by(keys.size()), rank(keys.size());
+  for (std::size_t i = 0; i < by.size(); ++i) by[i] = i;
+  std::sort(by.begin(), by.end(), [&](std::size_t a, std::size_t b) { return keys[a] < keys[b]; });
+  for (std::size_t g = 0; g < by.size(); ++g) rank[by[g]] = g;
+  for (auto& info : params)
+    if (info.group) info.group = rank[*info.group];
+  return by;
+}
+
+GRAFT_FUNC placement place_parameters(const torch::nn::Module& module, const std::vector<spec_matcher>& specs,
+                                      const split_options& split,
+                                      std::vector<named_param_groups::parameter_info>& params) {
+  placement placed(specs.size());
+  for (auto t : walk(module)) {
+    const auto& p = t.tensor();
+    bool trainable = p.requires_grad();
+    params.push_back({std::string(t.path()), p, trainable, std::nullopt});
+    std::size_t index = 0;
+    while (index < specs.size() &&
+           !((trainable || specs[index].include_frozen) && specs[index].matches(specs[index].sel, t)))
+      ++index;
+    if (index == specs.size()) {
+      if (trainable) placed.leftovers.emplace_back(t.path());
+      continue;
+    }
+    int layer = split.layer_of ? (*split.layer_of)(t.path()) : 0;
+    bool nd = split.no_decay && (*split.no_decay)(t);
+    params.back().group = placed.add({index, layer, nd}, p);
+  }
+  return placed;
+}
+
+GRAFT_FUNC void check_leftovers(const std::vector<std::string>& leftovers) {
+  if (leftovers.empty()) return;
+  std::size_t shown = std::min<std::size_t>(leftovers.size(), 5);
+  throw selection_error(fmt::format(
+      "param groups leave {} trainable parameters in no group: '{}'{} (add a group for them, or "
+      ".rest(\"name\"), or freeze them)",
+      leftovers.size(), fmt::join(leftovers.begin(), leftovers.begin() + shown, "', '"),
+      leftovers.size() > shown ? ", ..." : ""));
+}
+
+GRAFT_FUNC void throw_empty_group(const torch::nn::Module& module, const std::string& name, std::size_t matched,
+                                  const std::string& description, const std::string& pattern,
+                                  const std::vector<std::string>& earlier) {
+  if (matched == 0) {
+    auto e = empty_selection(module, description, pattern, {});
+    throw selection_error(fmt::format("param group '{}': {}", name, e.text()));
+  }
+  throw selection_error(fmt::format(
+      "param group '{}' is empty: its {} parameters matched by '{}' are frozen or taken by earlier groups ('{}')",
+      name, matched, description, fmt::join(earlier, "', '")));
+}
+
+GRAFT_FUNC void throw_group_option(std::string_view group, std::string_view problem) {
+  throw option_error(fmt::format("param group '{}' {}", group, problem));
+}
+
+GRAFT_FUNC std::string slot_name(const std::string& group, const placement::slot_key& k, const split_options& split) {
+  std::string name = group;
+  if (split.layer_of) name += fmt::format(".layer{}", k.layer);
+  if (k.no_decay) name += ".no_decay";
+  return name;
+}
+
+GRAFT_FUNC void require_single_group(const named_param_groups& groups) {
+  if (groups.size() > 1)
+    throw option_error(fmt::format("LBFGS optimizes a single param group; these settings make {} ('{}')",
+                                   groups.size(), fmt::join(groups.names(), "', '")));
+}
+
+} // namespace graft::detail
