@@ -16,6 +16,24 @@ namespace graft {
 GRAFT_FUNC error::error(error_kind kind, std::string_view message, error_context where)
     : std::runtime_error(render(kind, message, where)), kind_(kind), message_(message), where_(std::move(where)) {}
 
+GRAFT_FUNC error::~error() = default;
+
+#define GRAFT_DEFINE_ERROR(name, k)                                                                   \
+  GRAFT_FUNC name::name(std::string_view message, error_context where)                                \
+      : error(error_kind::k, message, std::move(where)) {}                                            \
+  GRAFT_FUNC name::~name() = default;
+GRAFT_DEFINE_ERROR(pattern_error, pattern)
+GRAFT_DEFINE_ERROR(selection_error, selection)
+GRAFT_DEFINE_ERROR(key_error, key)
+GRAFT_DEFINE_ERROR(shape_error, shape)
+GRAFT_DEFINE_ERROR(format_error, format)
+GRAFT_DEFINE_ERROR(io_error, io)
+GRAFT_DEFINE_ERROR(option_error, option)
+GRAFT_DEFINE_ERROR(state_error, state)
+GRAFT_DEFINE_ERROR(distributed_error, distributed)
+GRAFT_DEFINE_ERROR(type_error, type)
+#undef GRAFT_DEFINE_ERROR
+
 GRAFT_FUNC std::string error::text() const { return body(message_, where_); }
 
 GRAFT_FUNC std::string error::text_in_file() const {

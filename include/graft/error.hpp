@@ -62,6 +62,7 @@ struct error_context {
 class error : public std::runtime_error {
 public:
   GRAFT_FUNC error(error_kind kind, std::string_view message, error_context where = {});
+  GRAFT_FUNC ~error() override;
   /// The kind of failure.
   error_kind kind() const noexcept { return kind_; }
   /// The message alone: no kind tag, file or offset (those are in context()).
@@ -84,12 +85,15 @@ private:
   error_context where_;
 };
 
-#define GRAFT_DEFINE_ERROR(name, k)                                                                   \
-  /** An error of kind error_kind::k. */                                                              \
-  class name : public error {                                                                         \
-  public:                                                                                             \
-    static constexpr error_kind kind_value = error_kind::k;                                           \
-    explicit name(std::string_view message, error_context where = {}) : error(error_kind::k, message, std::move(where)) {} \
+// Each kind's class. Its constructor and destructor are GRAFT_FUNC (error-inl.hpp), so the
+// separately compiled mode emits the class's code, vtable and type information once.
+#define GRAFT_DEFINE_ERROR(name, k)                                      \
+  /** An error of kind error_kind::k. */                                 \
+  class name : public error {                                            \
+  public:                                                                \
+    static constexpr error_kind kind_value = error_kind::k;              \
+    GRAFT_FUNC explicit name(std::string_view message, error_context where = {}); \
+    GRAFT_FUNC ~name() override;                                         \
   };
 GRAFT_DEFINE_ERROR(pattern_error, pattern)
 GRAFT_DEFINE_ERROR(selection_error, selection)

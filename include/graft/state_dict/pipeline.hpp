@@ -184,7 +184,7 @@ private:
       if ((std::get<I + K>(parts_).apply(e, hits[K]) && ...))
         out.insert(std::move(e));
     for (auto& [key, v] : sd.extras())
-      if ((std::get<I + K>(parts_).apply_extra(key) && ...)) out.extras().emplace_back(std::move(key), std::move(v));
+      if ((std::get<I + K>(parts_).apply_extra(key) && ...)) out.add_extra(std::move(key), std::move(v));
     (std::get<I + K>(parts_).finish(hits[K], in), ...);
     sd = std::move(out);
   }

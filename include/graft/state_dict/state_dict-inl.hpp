@@ -46,6 +46,8 @@ GRAFT_FUNC const torch::Tensor& state_dict::at(std::string_view key) const {
   throw key_error(fmt::format("no tensor '{}' in this state dict of {} entries", key, entries_.size()));
 }
 
+GRAFT_FUNC void state_dict::add_extra(std::string key, value v) { extras_.emplace_back(std::move(key), std::move(v)); }
+
 GRAFT_FUNC value state_dict::to_value() const {
   dict d;
   d.reserve(entries_.size() + extras_.size());

@@ -86,6 +86,8 @@ public:
   /// Non-tensor values (epoch, hyper-parameters, ...) by dotted key, in file order.
   std::vector<std::pair<std::string, value>>& extras() noexcept { return extras_; }
   const std::vector<std::pair<std::string, value>>& extras() const noexcept { return extras_; }
+  /// Appends a non-tensor value under `key` (no check for an existing one: extras() is a list).
+  GRAFT_FUNC void add_extra(std::string key, value v);
   /// The extra under `key`, or nullptr.
   const value* extra(std::string_view key) const {
     for (auto& [k, v] : extras_)
