@@ -2,6 +2,9 @@
 // The base of graft's fmt formatters for its result and report types (freeze_result,
 // load_report, named_param_groups, ...): they print one way and take no format spec.
 
+#include <algorithm>
+#include <string_view>
+
 #include <fmt/format.h>
 
 namespace graft::detail {
@@ -15,5 +18,13 @@ struct report_formatter {
     return it;
   }
 };
+
+/// Writes a report's text to a formatter's output. graft's formatters compose that text with
+/// fmt::format, which libfmt compiles; fmt::format_to(ctx.out(), ...) would compile fmt's
+/// whole formatting engine into every translation unit that prints a report.
+template <class Ctx>
+auto write_text(Ctx& ctx, std::string_view text) {
+  return std::copy(text.begin(), text.end(), ctx.out());
+}
 
 } // namespace graft::detail

@@ -123,12 +123,12 @@ struct fmt::formatter<graft::lora::attach_report> : graft::detail::report_format
   template <class Ctx>
   auto format(const graft::lora::attach_report& r, Ctx& ctx) const {
     double pct = r.elements ? 100.0 * static_cast<double>(r.trainable_after) / static_cast<double>(r.elements) : 0.0;
-    auto out = fmt::format_to(ctx.out(), "LoRA on {} layers ({} adapter elements): trainable {} -> {} elements ({:.2f}% of {})",
-                              r.layers.size(), r.adapter_elements, r.trainable_before, r.trainable_after, pct, r.elements);
-    if (r.bias != graft::lora::bias_mode::none) out = fmt::format_to(out, "; biases: {}", graft::lora::to_string(r.bias));
-    if (!r.modules_to_save.empty()) out = fmt::format_to(out, "; trained and saved whole: {}", fmt::join(r.modules_to_save, ", "));
+    std::string out = fmt::format("LoRA on {} layers ({} adapter elements): trainable {} -> {} elements ({:.2f}% of {})",
+                                  r.layers.size(), r.adapter_elements, r.trainable_before, r.trainable_after, pct, r.elements);
+    if (r.bias != graft::lora::bias_mode::none) out += fmt::format("; biases: {}", graft::lora::to_string(r.bias));
+    if (!r.modules_to_save.empty()) out += fmt::format("; trained and saved whole: {}", fmt::join(r.modules_to_save, ", "));
     for (std::size_t i = 0; i < r.layers.size(); ++i)
-      out = fmt::format_to(out, "\n  {} ({}): r={} scale={:g}", r.layers[i], r.types[i], r.ranks[i], r.scales[i]);
-    return out;
+      out += fmt::format("\n  {} ({}): r={} scale={:g}", r.layers[i], r.types[i], r.ranks[i], r.scales[i]);
+    return graft::detail::write_text(ctx, out);
   }
 };

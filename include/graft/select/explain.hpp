@@ -54,10 +54,10 @@ struct fmt::formatter<graft::explanation> : graft::detail::report_formatter {
       all += e.numel;
       if (e.matched) hit += e.numel;
     }
-    auto out = fmt::format_to(ctx.out(), "{}: matched {} of {} tensors ({} of {} elements)\n",
-                              ex.selector, ex.matched_count(), ex.entries.size(), hit, all);
+    std::string out = fmt::format("{}: matched {} of {} tensors ({} of {} elements)\n",
+                                  ex.selector, ex.matched_count(), ex.entries.size(), hit, all);
     for (auto& e : ex.entries)
-      out = fmt::format_to(out, "  {} {} [{}]\n", e.matched ? '+' : '-', e.path, fmt::join(e.shape, ", "));
-    return out;
+      out += fmt::format("  {} {} [{}]\n", e.matched ? '+' : '-', e.path, fmt::join(e.shape, ", "));
+    return graft::detail::write_text(ctx, out);
   }
 };

@@ -117,20 +117,20 @@ template <>
 struct fmt::formatter<graft::load_report> : graft::detail::report_formatter {
   template <class Ctx>
   auto format(const graft::load_report& r, Ctx& ctx) const {
-    auto out = fmt::format_to(ctx.out(), "loaded {} tensors ({} renamed, {} converted), {} missing, {} unexpected, {} mismatched{}{}: {}",
-                              r.loaded.size(), r.renamed_count(), r.converted_count(), r.missing.size(), r.unexpected.size(),
-                              r.mismatched.size(), r.adapted_count() ? fmt::format(" ({} adapted)", r.adapted_count()) : "",
-                              r.defaulted.empty() ? std::string() : fmt::format(", {} defaulted", r.defaulted.size()),
-                              r.accepted() ? "accepted" : "REFUSED");
+    std::string out = fmt::format("loaded {} tensors ({} renamed, {} converted), {} missing, {} unexpected, {} mismatched{}{}: {}",
+                                  r.loaded.size(), r.renamed_count(), r.converted_count(), r.missing.size(), r.unexpected.size(),
+                                  r.mismatched.size(), r.adapted_count() ? fmt::format(" ({} adapted)", r.adapted_count()) : "",
+                                  r.defaulted.empty() ? std::string() : fmt::format(", {} defaulted", r.defaulted.size()),
+                                  r.accepted() ? "accepted" : "REFUSED");
     auto keys = [&](const char* what, const std::vector<graft::load_report::key_entry>& v, const char* ok) {
       std::size_t shown = 0;
       for (auto& e : v) {
         if (shown++ == 10) {
-          out = fmt::format_to(out, "\n  ... and {} more {}", v.size() - 10, what);
+          out += fmt::format("\n  ... and {} more {}", v.size() - 10, what);
           break;
         }
-        out = fmt::format_to(out, "\n  {} {}{}{}", what, e.key, e.allowed ? fmt::format(" ({})", ok) : std::string(" (not allowed)"),
-                             e.nearest.empty() ? std::string() : fmt::format("; nearest: {}", e.nearest));
+        out += fmt::format("\n  {} {}{}{}", what, e.key, e.allowed ? fmt::format(" ({})", ok) : std::string(" (not allowed)"),
+                           e.nearest.empty() ? std::string() : fmt::format("; nearest: {}", e.nearest));
       }
     };
     keys("missing", r.missing, "allowed: keeps the model's value");
@@ -138,18 +138,18 @@ struct fmt::formatter<graft::load_report> : graft::detail::report_formatter {
     std::size_t shown = 0;
     for (auto& m : r.mismatched) {
       if (shown++ == 10) {
-        out = fmt::format_to(out, "\n  ... and {} more mismatched", r.mismatched.size() - 10);
+        out += fmt::format("\n  ... and {} more mismatched", r.mismatched.size() - 10);
         break;
       }
-      out = fmt::format_to(out, "\n  mismatched {}: model [{}] {}, checkpoint [{}] {}{}", m.key, fmt::join(m.model_shape, ", "),
-                           c10::toString(m.model_dtype), fmt::join(m.checkpoint_shape, ", "), c10::toString(m.checkpoint_dtype),
-                           m.adapted ? " (adapted: overlap copied)" : m.allowed ? " (allowed: keeps the model's value)" : " (not allowed)");
+      out += fmt::format("\n  mismatched {}: model [{}] {}, checkpoint [{}] {}{}", m.key, fmt::join(m.model_shape, ", "),
+                         c10::toString(m.model_dtype), fmt::join(m.checkpoint_shape, ", "), c10::toString(m.checkpoint_dtype),
+                         m.adapted ? " (adapted: overlap copied)" : m.allowed ? " (allowed: keeps the model's value)" : " (not allowed)");
     }
     for (std::size_t i = 0; i < r.defaulted.size() && i < 10; ++i)
-      out = fmt::format_to(out, "\n  defaulted {} {} (a BatchNorm saved without it, module version < 2; as load_state_dict does)",
-                           r.defaulted[i], GRAFT_TORCH_AT_LEAST(2, 2) ? "keeps the model's value" : "= 0");
-    if (r.defaulted.size() > 10) out = fmt::format_to(out, "\n  ... and {} more defaulted", r.defaulted.size() - 10);
-    for (auto& h : r.hints) out = fmt::format_to(out, "\n  hint: {}", h);
-    return out;
+      out += fmt::format("\n  defaulted {} {} (a BatchNorm saved without it, module version < 2; as load_state_dict does)",
+                         r.defaulted[i], GRAFT_TORCH_AT_LEAST(2, 2) ? "keeps the model's value" : "= 0");
+    if (r.defaulted.size() > 10) out += fmt::format("\n  ... and {} more defaulted", r.defaulted.size() - 10);
+    for (auto& h : r.hints) out += fmt::format("\n  hint: {}", h);
+    return graft::detail::write_text(ctx, out);
   }
 };

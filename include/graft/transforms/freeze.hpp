@@ -101,13 +101,13 @@ struct fmt::formatter<graft::freeze_result> : graft::detail::report_formatter {
   template <class Ctx>
   auto format(const graft::freeze_result& r, Ctx& ctx) const {
     const char* verb = r.requires_grad ? "unfroze" : "froze";
-    auto out = fmt::format_to(ctx.out(), "{} {} tensors ({} elements) selected by '{}'", verb,
-                              r.changed_tensors, r.changed_elements, r.selector);
+    std::string out = fmt::format("{} {} tensors ({} elements) selected by '{}'", verb,
+                                  r.changed_tensors, r.changed_elements, r.selector);
     if (r.changed_tensors != r.selected_tensors)
-      out = fmt::format_to(out, "; {} of the {} selected were already {}",
-                           r.selected_tensors - r.changed_tensors, r.selected_tensors,
-                           r.requires_grad ? "trainable" : "frozen");
-    return out;
+      out += fmt::format("; {} of the {} selected were already {}",
+                         r.selected_tensors - r.changed_tensors, r.selected_tensors,
+                         r.requires_grad ? "trainable" : "frozen");
+    return graft::detail::write_text(ctx, out);
   }
 };
 
@@ -117,7 +117,7 @@ struct fmt::formatter<graft::parameter_counts> : graft::detail::report_formatter
   template <class Ctx>
   auto format(const graft::parameter_counts& c, Ctx& ctx) const {
     double pct = c.elements ? 100.0 * static_cast<double>(c.trainable_elements) / static_cast<double>(c.elements) : 0.0;
-    return fmt::format_to(ctx.out(), "trainable: {} of {} elements ({:.2f}%) in {} of {} tensors",
-                          c.trainable_elements, c.elements, pct, c.trainable_tensors, c.tensors);
+    return graft::detail::write_text(ctx, fmt::format("trainable: {} of {} elements ({:.2f}%) in {} of {} tensors",
+                                                      c.trainable_elements, c.elements, pct, c.trainable_tensors, c.tensors));
   }
 };

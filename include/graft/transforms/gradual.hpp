@@ -153,8 +153,8 @@ template <>
 struct fmt::formatter<graft::unfreeze_stage_result> : graft::detail::report_formatter {
   template <class Ctx>
   auto format(const graft::unfreeze_stage_result& r, Ctx& ctx) const {
-    return fmt::format_to(ctx.out(), "epoch {}: stage '{}' {}; {}", r.epoch, r.name, r.unfrozen,
-                          r.group_tensors ? fmt::format("added a group of {} tensors at lr {:g}", r.group_tensors, r.lr)
-                                          : std::string("its parameters were already in the optimizer"));
+    return graft::detail::write_text(ctx, fmt::format("epoch {}: stage '{}' {}; {}", r.epoch, r.name, r.unfrozen,
+                                                      r.group_tensors ? fmt::format("added a group of {} tensors at lr {:g}", r.group_tensors, r.lr)
+                                          : std::string("its parameters were already in the optimizer")));
   }
 };

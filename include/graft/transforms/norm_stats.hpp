@@ -219,10 +219,10 @@ template <>
 struct fmt::formatter<graft::norm_stats_result> : graft::detail::report_formatter {
   template <class Ctx>
   auto format(const graft::norm_stats_result& r, Ctx& ctx) const {
-    auto out = fmt::format_to(ctx.out(), "{} the statistics of {} layers selected by '{}'",
-                              r.frozen ? "froze" : "unfroze", r.layers.size(), r.selector);
+    std::string out = fmt::format("{} the statistics of {} layers selected by '{}'",
+                                  r.frozen ? "froze" : "unfroze", r.layers.size(), r.selector);
     if (r.affine_tensors)
-      out = fmt::format_to(out, " and {} {} affine tensors", r.frozen ? "froze" : "unfroze", r.affine_tensors);
-    return out;
+      out += fmt::format(" and {} {} affine tensors", r.frozen ? "froze" : "unfroze", r.affine_tensors);
+    return graft::detail::write_text(ctx, out);
   }
 };

@@ -19,6 +19,7 @@
 #include <torch/version.h>
 
 #include <graft/config.hpp>
+#include <graft/detail/report_formatter.hpp>
 #include <graft/error.hpp>
 #include <graft/optim/options.hpp>
 
@@ -127,18 +128,18 @@ struct fmt::formatter<graft::named_param_groups> {
   auto format(const graft::named_param_groups& g, Ctx& ctx) const {
     std::size_t w = 5;
     for (auto& i : g.info()) w = std::max(w, i.name.size());
-    auto out = fmt::format_to(ctx.out(), "{:<{}}  {:>10}  {:>12}  {:>7}  {:>10}\n", "group", w, "lr",
-                              "weight_decay", "tensors", "elements");
+    std::string out = fmt::format("{:<{}}  {:>10}  {:>12}  {:>7}  {:>10}\n", "group", w, "lr",
+                                  "weight_decay", "tensors", "elements");
     for (auto& i : g.info())
-      out = fmt::format_to(out, "{:<{}}  {:>10.4g}  {:>12}  {:>7}  {:>10}\n", i.name, w, i.lr,
-                           i.weight_decay ? fmt::format("{:.4g}", *i.weight_decay) : std::string("-"), i.tensors,
-                           i.elements);
+      out += fmt::format("{:<{}}  {:>10.4g}  {:>12}  {:>7}  {:>10}\n", i.name, w, i.lr,
+                         i.weight_decay ? fmt::format("{:.4g}", *i.weight_decay) : std::string("-"), i.tensors,
+                         i.elements);
     if (verbose)
       for (auto& p : g.parameters())
-        out = fmt::format_to(out, "  {} [{}] {} {}\n", p.path, fmt::join(p.shape(), ", "),
-                             p.group ? g.names()[*p.group] : std::string("(no group)"),
-                             p.trainable ? "trainable" : "frozen");
-    return out;
+        out += fmt::format("  {} [{}] {} {}\n", p.path, fmt::join(p.shape(), ", "),
+                           p.group ? g.names()[*p.group] : std::string("(no group)"),
+                           p.trainable ? "trainable" : "frozen");
+    return graft::detail::write_text(ctx, out);
   }
 };
 
