@@ -22,6 +22,7 @@
 #include <graft/optim/detail/param_group_spec-inl.hpp>
 #include <graft/optim/schedules/scheduler-inl.hpp>
 #include <graft/select/glob-inl.hpp>
+#include <graft/select/regex-inl.hpp>
 #include <graft/select/select-inl.hpp>
 #include <graft/state_dict/merge-inl.hpp>
 #include <graft/state_dict/state_dict-inl.hpp>

@@ -63,7 +63,7 @@ inline void read_targets(const nlohmann::ordered_json& j, const char* name, cons
 /// matches a path equal to a name or ending in "." + a name.
 inline bool peft_matches(const std::optional<std::string>& regex, const std::vector<std::string>& names, std::string_view path,
                          std::string_view what) {
-  if (regex) return full_match(*regex, path, what);
+  if (regex) return graft::detail::full_match(*regex, path, what);
   return std::any_of(names.begin(), names.end(), [&](const std::string& n) {
     return path == n || (path.size() > n.size() && path.ends_with(n) && path[path.size() - n.size() - 1] == '.');
   });
@@ -134,7 +134,7 @@ namespace detail {
 /// one of its segments.
 inline bool inside_saved(const adapter_config& c, std::string_view path) {
   return std::any_of(c.modules_to_save.begin(), c.modules_to_save.end(), [&](const std::string& n) {
-    return full_match(fmt::format("(^|.*\\.){}($|\\..*)", n), path, "modules_to_save");
+    return graft::detail::full_match(fmt::format("(^|.*\\.){}($|\\..*)", n), path, "modules_to_save");
   });
 }
 } // namespace detail

@@ -96,7 +96,7 @@ public:
   param_groups_builder layer_decay(double decay, int num_layers, const regex& re, int offset = 0, int unmatched = 0) && {
     return std::move(*this).layer_decay(decay, num_layers, [re, offset, unmatched](std::string_view path) {
       int id = 0;
-      if (!RE2::FullMatch(re2::StringPiece(path.data(), path.size()), re.compiled(), &id)) return unmatched;
+      if (!detail::full_match_capture(re, path, id)) return unmatched;
       return id + offset;
     });
   }

@@ -4,15 +4,16 @@
 // the subtrees whose prefix lies outside the range of strings the expression can match.
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 
-#include <fmt/format.h>
-#include <re2/re2.h>
-
-#include <graft/error.hpp>
+#include <graft/config.hpp>
 #include <graft/select/concepts.hpp>
+
+namespace re2 {
+class RE2;
+}
 
 namespace graft {
 
@@ -22,29 +23,10 @@ public:
   static constexpr needs requirement = needs::name;
 
   /// Compiles `pattern`; a pattern_error with RE2's diagnosis if it is invalid.
-  explicit regex(std::string_view pattern) : pattern_(pattern) {
-    RE2::Options opts;
-    opts.set_log_errors(false);
-    auto re = std::make_shared<const RE2>(re2::StringPiece(pattern_.data(), pattern_.size()), opts);
-    if (!re->ok())
-      throw pattern_error(fmt::format("invalid regex '{}': {}", pattern_, re->error()));
-    // Every full match lies in [min, max] (an empty max: no upper bound). RE2 finds no range
-    // for a leading ".*", and then nothing is pruned.
-    std::string min, max;
-    if (re->PossibleMatchRange(&min, &max, max_range_length)) {
-      min_ = std::move(min);
-      max_ = std::move(max);
-      bounded_ = true;
-    }
-    re_ = std::move(re);
-  }
+  GRAFT_FUNC explicit regex(std::string_view pattern);
 
   /// Whether a whole dotted path matches.
-  bool matches_path(std::string_view path) const {
-    if (bounded_ && !in_range(path)) return false;  // two compares instead of a DFA run
-    re2::StringPiece text(path.data(), path.size());
-    return re_->Match(text, 0, text.size(), RE2::ANCHOR_BOTH, nullptr, 0);
-  }
+  GRAFT_FUNC bool matches_path(std::string_view path) const;
   /// Whether a path starting with the module prefix ("layer4.1.") could match.
   bool could_match_under(std::string_view prefix) const {
     if (!bounded_) return true;
@@ -60,8 +42,9 @@ public:
   }
   std::string describe() const { return "regex '" + pattern_ + "'"; }
   const std::string& pattern() const noexcept { return pattern_; }
-  /// The compiled expression (for capture groups: layer-wise decay, regex renames).
-  const RE2& compiled() const noexcept { return *re_; }
+  /// The compiled expression (for capture groups: layer-wise decay, regex renames), for code
+  /// that includes <re2/re2.h>.
+  const re2::RE2& compiled() const noexcept { return *re_; }
 
 private:
   static constexpr int max_range_length = 64;  // longer bounds are truncated, still bounds
@@ -69,9 +52,24 @@ private:
     return std::string_view(min_) <= path && (max_.empty() || path <= std::string_view(max_));
   }
   std::string pattern_;
-  std::shared_ptr<const RE2> re_;  // immutable and thread-safe, shared by copies
+  std::shared_ptr<const re2::RE2> re_;  // immutable and thread-safe, shared by copies
   std::string min_, max_;          // RE2::PossibleMatchRange, valid when bounded_
   bool bounded_ = false;
 };
 
+namespace detail {
+/// Whether `text` matches `pattern` whole; a pattern_error naming `what` if the pattern is invalid.
+GRAFT_FUNC bool full_match(std::string_view pattern, std::string_view text, std::string_view what);
+/// Whether `re` matches `text` whole, its first capture group read into `capture` as an int.
+GRAFT_FUNC bool full_match_capture(const regex& re, std::string_view text, int& capture);
+/// `text` with every match of `re` replaced by `rewrite` (\1..\9: captures), or nothing if none matched.
+GRAFT_FUNC std::optional<std::string> replace_all(const regex& re, std::string_view text, const std::string& rewrite);
+/// A pattern_error if `rewrite` names a capture group `re` does not have.
+GRAFT_FUNC void check_rewrite(const regex& re, const std::string& rewrite);
+} // namespace detail
+
 } // namespace graft
+
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/select/regex-inl.hpp>
+#endif

@@ -16,7 +16,6 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <re2/re2.h>
 
 #include <graft/error.hpp>
 #include <graft/select/concepts.hpp>
@@ -135,11 +134,7 @@ struct replace_prefix_rule {
 struct regex_rule {
   graft::regex re;
   std::string rewrite;
-  std::optional<std::string> operator()(std::string_view k) const {
-    std::string s(k);
-    if (RE2::GlobalReplace(&s, re.compiled(), rewrite) == 0) return std::nullopt;
-    return s;
-  }
+  std::optional<std::string> operator()(std::string_view k) const { return replace_all(re, k, rewrite); }
 };
 struct table_rule {
   std::shared_ptr<const std::map<std::string, std::string, std::less<>>> table;
@@ -169,9 +164,7 @@ inline rename_stage<detail::replace_prefix_rule> replace_prefix(std::string from
 /// Replaces every match of an RE2 regex; \1..\9 in `rewrite` insert capture groups.
 inline rename_stage<detail::regex_rule> regex_replace(std::string_view pattern, std::string rewrite) {
   graft::regex re(pattern);  // throws pattern_error naming the pattern
-  std::string why;
-  if (!re.compiled().CheckRewriteString(rewrite, &why))
-    throw pattern_error(fmt::format("invalid rewrite '{}' for regex '{}': {}", rewrite, pattern, why));
+  detail::check_rewrite(re, rewrite);
   auto text = fmt::format("regex_replace(\"{}\", \"{}\")", pattern, rewrite);
   return {detail::regex_rule{std::move(re), std::move(rewrite)}, std::move(text)};
 }

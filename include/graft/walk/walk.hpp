@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include <range/v3/range/concepts.hpp>
+#include <range/v3/range_fwd.hpp>
 #include <torch/nn/module.h>
 
 #include <graft/config.hpp>
@@ -50,9 +50,10 @@ struct erased_prune {
 
 /// The range walk() returns. Its iterators point into it: keep it alive (and in place) while
 /// iterating, as with std::ranges::istream_view. Prune(prefix) is asked for every submodule,
-/// with its dotted prefix ending in '.'; returning false skips that whole subtree.
+/// with its dotted prefix ending in '.'; returning false skips that whole subtree. A view for
+/// the standard's views and range-v3's alike (both view_base classes).
 template <class Prune = detail::keep_every_module>
-class basic_walk : public std::ranges::view_base {
+class basic_walk : public std::ranges::view_base, public ranges::view_base {
 public:
   basic_walk(const torch::nn::Module& root, walk_options options, Prune prune = {})
       : root_(&root), options_(options), prune_(std::move(prune)) {}
@@ -202,8 +203,6 @@ basic_walk<Prune> walk(const torch::nn::Module& module, walk_options options, Pr
 
 } // namespace graft
 
-template <class P>
-inline constexpr bool ranges::enable_view<graft::basic_walk<P>> = true;
 
 #ifdef GRAFT_SEPARATE_COMPILATION
 // The two walks graft itself uses are compiled once, in graft::compiled (walk-inl.hpp).

@@ -11,11 +11,11 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <re2/re2.h>
 #include <torch/nn.h>  // the module headers are not self-contained: take them whole
 
 #include <graft/detail/script_node.hpp>
 #include <graft/select/module.hpp>
+#include <graft/select/regex.hpp>
 #include <graft/error.hpp>
 #include <graft/lora/options.hpp>
 #include <graft/walk/walk.hpp>
@@ -28,17 +28,9 @@ struct factor_impl : torch::nn::Module {
   torch::Tensor weight;
 };
 
-inline bool full_match(std::string_view pattern, std::string_view text, std::string_view what) {
-  RE2::Options o;
-  o.set_log_errors(false);
-  RE2 re(re2::StringPiece(pattern.data(), pattern.size()), o);
-  if (!re.ok()) throw pattern_error(fmt::format("invalid regex '{}' in {}: {}", pattern, what, re.error()));
-  return RE2::FullMatch(re2::StringPiece(text.data(), text.size()), re);
-}
-
 /// PEFT's rank_pattern / alpha_pattern rule: `path` matches `(.*\.)?(pattern)$`.
 inline bool pattern_matches(std::string_view pattern, std::string_view path, std::string_view what) {
-  return full_match(fmt::format("(.*\\.)?(?:{})", pattern), path, what);
+  return graft::detail::full_match(fmt::format("(.*\\.)?(?:{})", pattern), path, what);
 }
 
 template <class T>
