@@ -128,6 +128,7 @@ TEST_CASE("walk composes with range-v3 and std::ranges and prunes subtrees", "[w
   CHECK(fc == std::vector<std::string>{"fc.weight", "fc.bias"});
   static_assert(std::ranges::input_range<graft::basic_walk<>>);
   static_assert(std::ranges::view<graft::basic_walk<>>);
+  static_assert(ranges::enable_view<graft::basic_walk<>>);  // a view to range-v3 as well
 
   std::vector<std::string> asked;
   auto pruned = graft::walk(*net, {}, [&](std::string_view prefix) {
