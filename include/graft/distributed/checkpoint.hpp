@@ -31,8 +31,8 @@ inline constexpr std::string_view ddp_prefix = "module.";
 
 /// Options of save().
 struct save_options {
-  int writer = 0;           ///< the one rank that writes
-  std::string key_prefix;   ///< put before every key: "module." writes the keys Python DDP's state_dict() has
+  int writer = 0;            ///< the one rank that writes
+  std::string key_prefix{};  ///< put before every key: "module." writes the keys Python DDP's state_dict() has
 };
 
 /// Options of load().

@@ -26,11 +26,11 @@ namespace graft {
 
 /// The settings every optimizer shares, per group: {.lr_scale = 10}, {.weight_decay = 0}.
 struct group_options {
-  std::optional<double> lr;                  ///< absolute learning rate
-  std::optional<double> lr_scale;            ///< multiplies the base learning rate
-  std::optional<double> weight_decay;        ///< absolute weight decay
-  std::optional<double> weight_decay_scale;  ///< multiplies the base weight decay
-  bool include_frozen = false;               ///< also take parameters that do not require grad
+  std::optional<double> lr{};                  ///< absolute learning rate
+  std::optional<double> lr_scale{};            ///< multiplies the base learning rate
+  std::optional<double> weight_decay{};        ///< absolute weight decay
+  std::optional<double> weight_decay_scale{};  ///< multiplies the base weight decay
+  bool include_frozen = false;                 ///< also take parameters that do not require grad
 };
 
 namespace detail {
