@@ -22,16 +22,7 @@ GRAFT_FUNC error::~error() = default;
   GRAFT_FUNC name::name(std::string_view message, error_context where)                                \
       : error(error_kind::k, message, std::move(where)) {}                                            \
   GRAFT_FUNC name::~name() = default;
-GRAFT_DEFINE_ERROR(pattern_error, pattern)
-GRAFT_DEFINE_ERROR(selection_error, selection)
-GRAFT_DEFINE_ERROR(key_error, key)
-GRAFT_DEFINE_ERROR(shape_error, shape)
-GRAFT_DEFINE_ERROR(format_error, format)
-GRAFT_DEFINE_ERROR(io_error, io)
-GRAFT_DEFINE_ERROR(option_error, option)
-GRAFT_DEFINE_ERROR(state_error, state)
-GRAFT_DEFINE_ERROR(distributed_error, distributed)
-GRAFT_DEFINE_ERROR(type_error, type)
+GRAFT_ERROR_CLASSES(GRAFT_DEFINE_ERROR)
 #undef GRAFT_DEFINE_ERROR
 
 GRAFT_FUNC std::string error::text() const { return body(message_, where_); }
@@ -56,16 +47,10 @@ GRAFT_FUNC std::string error::render(error_kind kind, std::string_view message, 
 
 [[noreturn]] GRAFT_FUNC void throw_error(error_kind kind, std::string_view message, error_context where) {
   switch (kind) {
-    case error_kind::pattern: throw pattern_error(message, std::move(where));
-    case error_kind::selection: throw selection_error(message, std::move(where));
-    case error_kind::key: throw key_error(message, std::move(where));
-    case error_kind::shape: throw shape_error(message, std::move(where));
-    case error_kind::format: throw format_error(message, std::move(where));
-    case error_kind::io: throw io_error(message, std::move(where));
-    case error_kind::option: throw option_error(message, std::move(where));
-    case error_kind::state: throw state_error(message, std::move(where));
-    case error_kind::distributed: throw distributed_error(message, std::move(where));
-    case error_kind::type: throw type_error(message, std::move(where));
+#define GRAFT_THROW_ERROR(name, k) \
+  case error_kind::k: throw name(message, std::move(where));
+    GRAFT_ERROR_CLASSES(GRAFT_THROW_ERROR)
+#undef GRAFT_THROW_ERROR
   }
   throw error(kind, message, std::move(where));
 }

@@ -85,9 +85,23 @@ private:
   error_context where_;
 };
 
-// Each kind's class. Its constructor and destructor are GRAFT_FUNC (error-inl.hpp), so the
-// separately compiled mode emits the class's code, vtable and type information once.
-#define GRAFT_DEFINE_ERROR(name, k)                                      \
+// Each kind's exception class, X(class, kind): declared here, defined in error-inl.hpp, and
+// thrown by throw_error; one list for the three.
+#define GRAFT_ERROR_CLASSES(X)      \
+  X(pattern_error, pattern)         \
+  X(selection_error, selection)     \
+  X(key_error, key)                 \
+  X(shape_error, shape)             \
+  X(format_error, format)           \
+  X(io_error, io)                   \
+  X(option_error, option)           \
+  X(state_error, state)             \
+  X(distributed_error, distributed) \
+  X(type_error, type)
+
+// Its constructor and destructor are GRAFT_FUNC (error-inl.hpp), so the separately compiled
+// mode emits the class's code, vtable and type information once.
+#define GRAFT_DECLARE_ERROR(name, k)                                     \
   /** An error of kind error_kind::k. */                                 \
   class name : public error {                                            \
   public:                                                                \
@@ -95,17 +109,8 @@ private:
     GRAFT_FUNC explicit name(std::string_view message, error_context where = {}); \
     GRAFT_FUNC ~name() override;                                         \
   };
-GRAFT_DEFINE_ERROR(pattern_error, pattern)
-GRAFT_DEFINE_ERROR(selection_error, selection)
-GRAFT_DEFINE_ERROR(key_error, key)
-GRAFT_DEFINE_ERROR(shape_error, shape)
-GRAFT_DEFINE_ERROR(format_error, format)
-GRAFT_DEFINE_ERROR(io_error, io)
-GRAFT_DEFINE_ERROR(option_error, option)
-GRAFT_DEFINE_ERROR(state_error, state)
-GRAFT_DEFINE_ERROR(distributed_error, distributed)
-GRAFT_DEFINE_ERROR(type_error, type)
-#undef GRAFT_DEFINE_ERROR
+GRAFT_ERROR_CLASSES(GRAFT_DECLARE_ERROR)
+#undef GRAFT_DECLARE_ERROR
 
 /// Throws the exception class of `kind` with `message` and `where`: to re-throw an error of
 /// the same kind elsewhere (on another rank, after a wrapper) without parsing its text.
