@@ -6,13 +6,13 @@ GRAFT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # What building graft and its tutorials needs.
 GRAFT_PACKAGES=(
   build-essential cmake ninja-build pkg-config
-  libtorch-dev librange-v3-dev libfmt-dev nlohmann-json3-dev zlib1g-dev libre2-dev
+  libtorch-dev librange-v3-dev libfmt-dev zlib1g-dev libre2-dev
   dataset-fashion-mnist
 )
-# What the tests need besides: Catch2, graft-ckpt's CLI11, c10d's Gloo, and Python with torch
-# and torchvision as oracles (plus venv, for the environments below).
+# What the tests need besides: Catch2, graft-ckpt's CLI11 and nlohmann-json, c10d's Gloo, and
+# Python with torch and torchvision as oracles (plus venv, for the environments below).
 GRAFT_TEST_PACKAGES=(
-  catch2 libcli11-dev libgloo-dev python3-torch python3-torchvision python3-venv
+  catch2 libcli11-dev nlohmann-json3-dev libgloo-dev python3-torch python3-torchvision python3-venv
 )
 
 graft_install_packages() {

@@ -8,7 +8,6 @@
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <graft/detail/dtypes.hpp>
 #include <graft/formats/safetensors.hpp>
@@ -101,15 +100,16 @@ TEST_CASE("safetensors files too short for their header", "[safetensors][errors]
 TEST_CASE("safetensors headers that are not the JSON object they should be", "[safetensors][errors]") {
   corpus c;
   c.write(R"({"w": )");
-  CHECK_THAT(c.error(), Catch::Matchers::StartsWith("invalid JSON at byte 16: parse error at line 1, column 9: syntax error while parsing value "
-                                                    "- unexpected end of input; expected '[', '{', or a literal"));
+  CHECK(c.error() == "invalid JSON at byte 16 (line 1, column 9): the text ends where a value should be");
   c.write("not json");
-  CHECK_THAT(c.error(), Catch::Matchers::StartsWith("invalid JSON at byte 9: parse error at line 1, column 2: syntax error"));
+  CHECK(c.error() == "invalid JSON at byte 9 (line 1, column 2): 'o' where the rest of 'null' should be");
   c.write("{\"w\xff\": 1}");
-  CHECK_THAT(c.error(), Catch::Matchers::StartsWith("invalid JSON at byte 11: parse error at line 1, column 4: syntax error while parsing object key "
-                              "- invalid string: ill-formed UTF-8 byte"));
+  CHECK(c.error() == "invalid JSON at byte 11 (line 1, column 4): a string holds byte 0xff, which is not UTF-8 there");
   c.write(std::string("{}\0\0\0\0\0\0", 8));
-  CHECK(c.error() == "invalid JSON at byte 10: a NUL byte (JSON never holds one; safetensors pads its header with spaces)");
+  CHECK(c.error() == "invalid JSON at byte 10 (line 1, column 3): a NUL byte after the value (JSON never holds one; safetensors "
+                     "pads its header with spaces)");
+  c.write("{\n  \"w\": [1, 2,]\n}");
+  CHECK(c.error() == "invalid JSON at byte 23 (line 2, column 14): ']' where a value should be");
   c.write("[1, 2]");
   CHECK(c.error() == "the header is a JSON array, not an object mapping tensor names to their entries");
   c.write("\"w\"");
@@ -201,9 +201,11 @@ TEST_CASE("safetensors shapes that are not non-negative integers or overflow", "
 
 TEST_CASE("safetensors data offsets that are malformed or disagree with the shape", "[safetensors][errors]") {
   corpus c;
-  for (auto offsets : {"[0]", "[0,4,8]", "4", "[\"0\",4]", "[-1,4]", "[0,4.0]", "[0,18446744073709551616]"}) {
+  // Shown as written compactly: 18446744073709551616 does not fit 64 bits, so it is a double.
+  for (auto [offsets, shown] : {std::pair{"[0]", "[0]"}, {"[0, 4, 8]", "[0,4,8]"}, {"4", "4"}, {"[\"0\",4]", "[\"0\",4]"},
+                                {"[-1,4]", "[-1,4]"}, {"[0,4.0]", "[0,4.0]"}, {"[0,4e0]", "[0,4.0]"},
+                                {"[0,18446744073709551616]", "[0,1.8446744073709552e+19]"}}) {
     c.write(one("F32", "[1]", offsets), std::string(4, '\0'));
-    auto shown = nlohmann::json::parse(offsets).dump();
     CHECK(c.error() == fmt::format("tensor 'w': \"data_offsets\" {} is not a pair [begin, end] of non-negative integers", shown));
   }
   c.write(one("F32", "[1]", "[8,4]"), std::string(8, '\0'));

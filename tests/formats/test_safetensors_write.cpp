@@ -194,10 +194,11 @@ TEST_CASE("write_safetensors refuses what the format cannot hold, before touchin
   CHECK(message({{"s", torch::eye(2).to_sparse()}}) == "[graft.format] " + prefix + "tensor 's' is not a dense (strided) tensor");
   CHECK(message({{"__metadata__", torch::ones(1)}}) ==
         "[graft.format] " + prefix + "'__metadata__' is reserved for the metadata and cannot name a tensor");
-  CHECK(message({{"bad\xff", torch::ones(1)}}) ==
-        "[graft.format] " + prefix + "a tensor name or metadata string is not valid UTF-8");
+  CHECK(message({{"bad\xff", torch::ones(1)}}) == "[graft.format] " + prefix + "tensor name \"bad\\xff\" is not valid UTF-8 (byte 3)");
   CHECK(message({{"w", torch::ones(1)}}, {{"k", "\xc3"}}) ==
-        "[graft.format] " + prefix + "a tensor name or metadata string is not valid UTF-8");
+        "[graft.format] " + prefix + "metadata value \"\\xc3\" is not valid UTF-8 (byte 0)");
+  CHECK(message({{"w", torch::ones(1)}}, {{"\xe2\x82", "v"}}) ==
+        "[graft.format] " + prefix + "metadata key \"\\xe2\\x82\" is not valid UTF-8 (byte 0)");
   CHECK(slurp(path) == before);
 }
 

@@ -13,15 +13,16 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 #include <re2/re2.h>
 
 #include <graft/error.hpp>
+#include <graft/formats/detail/json.hpp>
 #include <graft/lora/peft_config.hpp>
 #include <graft/lora/adapters.hpp>
 #include <graft/walk/walk.hpp>
@@ -38,25 +39,47 @@ inline std::string read_text(const std::string& path) {
   return s.str();
 }
 
-template <class T>
-std::vector<pattern_value<T>> read_patterns(const nlohmann::ordered_json& j, const char* name, const std::string& file) {
-  std::vector<pattern_value<T>> out;
-  if (!j.contains(name) || j[name].is_null()) return out;
-  if (!j[name].is_object()) throw format_error(fmt::format("'{}': {} must be an object", file, name), {.file = file, .key = name, .file_in_message = true});
-  for (auto& [k, v] : j[name].items()) {
-    if (!v.is_number()) throw format_error(fmt::format("'{}': {}['{}'] must be a number", file, name, k), {.file = file, .key = name, .file_in_message = true});
-    out.push_back({k, v.template get<T>()});
+using graft::detail::json;
+
+[[noreturn]] inline void bad_config(const std::string& file, std::string_view key, std::string_view why) {
+  throw format_error(fmt::format("'{}': {} {}", file, key, why), {.file = file, .key = std::string(key), .file_in_message = true});
+}
+
+inline std::vector<std::string> strings_of(const json& v, const std::string& file, const char* name) {
+  std::vector<std::string> out;
+  if (!v.is_array()) bad_config(file, name, fmt::format("is a JSON {}, not a list of strings", v.type_name()));
+  for (const auto& e : v.elements()) {
+    if (!e.is_string()) bad_config(file, name, fmt::format("holds a JSON {}, not only strings", e.type_name()));
+    out.push_back(e.as_string());
   }
   return out;
 }
 
-inline void read_targets(const nlohmann::ordered_json& j, const char* name, const std::string& file,
-                         std::optional<std::string>& regex, std::vector<std::string>& names) {
-  if (!j.contains(name) || j[name].is_null()) return;
-  const auto& v = j[name];
-  if (v.is_string()) regex = v.get<std::string>();
-  else if (v.is_array() && std::all_of(v.begin(), v.end(), [](auto& e) { return e.is_string(); })) names = v.get<std::vector<std::string>>();
-  else throw format_error(fmt::format("'{}': {} must be a string or a list of strings", file, name), {.file = file, .key = name, .file_in_message = true});
+template <class T>
+std::vector<pattern_value<T>> read_patterns(const json& j, const char* name, const std::string& file) {
+  std::vector<pattern_value<T>> out;
+  const auto* patterns = j.find_set(name);
+  if (!patterns) return out;
+  if (!patterns->is_object()) bad_config(file, name, fmt::format("is a JSON {}, not an object", patterns->type_name()));
+  for (const auto& [k, v] : patterns->members()) {
+    if constexpr (std::is_integral_v<T>) {
+      if (!v.as_integer()) bad_config(file, fmt::format("{}['{}']", name, k), "is not an integer");
+      out.push_back({k, *v.as_integer()});
+    } else {
+      if (!v.is_number()) bad_config(file, fmt::format("{}['{}']", name, k), "is not a number");
+      out.push_back({k, v.as_double()});
+    }
+  }
+  return out;
+}
+
+inline void read_targets(const json& j, const char* name, const std::string& file, std::optional<std::string>& regex,
+                         std::vector<std::string>& names) {
+  const auto* v = j.find_set(name);
+  if (!v) return;
+  if (v->is_string()) regex = v->as_string();
+  else if (v->is_array()) names = strings_of(*v, file, name);
+  else bad_config(file, name, fmt::format("is a JSON {}, not a string or a list of strings", v->type_name()));
 }
 
 /// PEFT's check_target_module_exists for one path: a string is a full-match regex; a list
@@ -76,33 +99,39 @@ GRAFT_FUNC adapter_config read_adapter_config(const std::string& folder) {
   std::string file = fs::is_directory(folder) ? (fs::path(folder) / "adapter_config.json").string() : folder;
   if (!fs::exists(file)) throw io_error(fmt::format("no adapter_config.json in '{}'", folder), {.file = file});
   adapter_config c;
-  nlohmann::ordered_json j;
-  try {
-    c.json = detail::read_text(file);
-    j = nlohmann::ordered_json::parse(c.json);
-  } catch (const nlohmann::json::exception& e) {
-    throw format_error(fmt::format("'{}' is not valid JSON: {}", file, e.what()), {.file = file, .file_in_message = true});
-  }
-  auto bad = [&](std::string_view key, std::string_view why) {
-    throw format_error(fmt::format("'{}': {} {}", file, key, why), {.file = file, .key = std::string(key), .file_in_message = true});
-  };
-  if (!j.is_object()) bad("the file", "is not a JSON object");
+  c.json = detail::read_text(file);
+  const auto j = detail::json::parse(c.json, file, 0);
+  auto bad = [&](std::string_view key, std::string_view why) { detail::bad_config(file, key, why); };
+  if (!j.is_object()) bad("the file", fmt::format("is a JSON {}, not an object", j.type_name()));
+  // The value of `key`, or `fallback` when it is absent or null; a value of another type than
+  // the fallback's is an error naming the key.
   auto get = [&](const char* key, auto fallback) {
     using T = decltype(fallback);
-    if (!j.contains(key) || j[key].is_null()) return fallback;
-    try {
-      return j[key].get<T>();
-    } catch (const nlohmann::json::exception&) {
-      bad(key, "has the wrong type");
+    const auto* v = j.find_set(key);
+    if (!v) return fallback;
+    auto wrong = [&](std::string_view wanted) { bad(key, fmt::format("is a JSON {}, not {}", v->type_name(), wanted)); };
+    if constexpr (std::is_same_v<T, bool>) {
+      if (!v->is_boolean()) wrong("true or false");
+      return v->as_bool();
+    } else if constexpr (std::is_same_v<T, std::int64_t>) {
+      if (!v->as_integer()) wrong("an integer");
+      return *v->as_integer();
+    } else if constexpr (std::is_same_v<T, double>) {
+      if (!v->is_number()) wrong("a number");
+      return v->as_double();
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      if (!v->is_string()) wrong("a string");
+      return v->as_string();
+    } else {
+      return detail::strings_of(*v, file, key);
     }
-    return fallback;
   };
   if (auto type = get("peft_type", std::string("LORA")); type != "LORA") bad("peft_type", fmt::format("is '{}'; graft reads LoRA adapters only", type));
   if (get("use_dora", false)) bad("use_dora", "is true: DoRA adapters are not supported");
   if (get("fan_in_fan_out", false)) bad("fan_in_fan_out", "is true: transposed (Conv1D-style) weights are not supported");
   if (get("lora_bias", false)) bad("lora_bias", "is true: LoRA biases on lora_B are not supported");
-  if (j.contains("layers_to_transform") && !j["layers_to_transform"].is_null()) bad("layers_to_transform", "is set: it is not supported");
-  if (j.contains("target_parameters") && !j["target_parameters"].is_null()) bad("target_parameters", "is set: it is not supported");
+  if (j.find_set("layers_to_transform")) bad("layers_to_transform", "is set: it is not supported");
+  if (j.find_set("target_parameters")) bad("target_parameters", "is set: it is not supported");
   c.options.r = get("r", std::int64_t{8});
   c.options.alpha = get("lora_alpha", 8.0);
   c.options.dropout = get("lora_dropout", 0.0);
@@ -112,10 +141,9 @@ GRAFT_FUNC adapter_config read_adapter_config(const std::string& folder) {
   else if (bias == "all") c.options.bias = bias_mode::all;
   else if (bias == "lora_only") c.options.bias = bias_mode::lora_only;
   else bad("bias", fmt::format("is '{}'; it must be 'none', 'all' or 'lora_only'", bias));
-  if (j.contains("init_lora_weights")) {
-    auto& v = j["init_lora_weights"];
-    if (v.is_boolean()) c.options.init = v.get<bool>() ? init_mode::kaiming : init_mode::none;
-    else if (v == "gaussian") c.options.init = init_mode::gaussian;
+  if (const auto* v = j.find("init_lora_weights")) {
+    if (v->is_boolean()) c.options.init = v->as_bool() ? init_mode::kaiming : init_mode::none;
+    else if (v->is_string() && v->as_string() == "gaussian") c.options.init = init_mode::gaussian;
     // Other initializations (pissa, olora, loftq, ...) only matter for a new adapter; a file's
     // adapter brings its own weights.
   }
@@ -124,7 +152,7 @@ GRAFT_FUNC adapter_config read_adapter_config(const std::string& folder) {
   detail::read_targets(j, "target_modules", file, c.target_regex, c.target_names);
   detail::read_targets(j, "exclude_modules", file, c.exclude_regex, c.exclude_names);
   if (!c.target_regex && c.target_names.empty()) bad("target_modules", "is missing or empty");
-  if (j.contains("modules_to_save") && !j["modules_to_save"].is_null()) c.modules_to_save = get("modules_to_save", std::vector<std::string>{});
+  c.modules_to_save = get("modules_to_save", std::vector<std::string>{});
   c.base_model_name_or_path = get("base_model_name_or_path", std::string());
   return c;
 }
@@ -157,18 +185,28 @@ GRAFT_FUNC std::vector<std::string> peft_targets(const torch::nn::Module& model,
 
 GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base_model_name_or_path) {
   const auto& o = a.options();
-  nlohmann::ordered_json j;
   std::vector<std::string> targets;
   for (auto& l : a.layers()) targets.push_back(l.path);
-  j["peft_type"] = "LORA";
-  j["task_type"] = nullptr;
-  j["base_model_name_or_path"] = base_model_name_or_path.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(base_model_name_or_path);
-  j["r"] = o.r;
-  j["lora_alpha"] = o.alpha;
-  j["lora_dropout"] = o.dropout;
-  j["use_rslora"] = o.rslora;
-  j["bias"] = std::string(to_string(o.bias));
-  j["init_lora_weights"] = o.init == init_mode::gaussian ? nlohmann::ordered_json("gaussian") : nlohmann::ordered_json(o.init == init_mode::kaiming);
+  auto utf8 = [](std::string_view what, std::string_view s) {
+    if (auto bad = graft::detail::invalid_utf8_at(s); bad != std::string_view::npos)
+      throw format_error(fmt::format("{} {:?} is not valid UTF-8 (byte {}), and JSON text must be", what, s, bad));
+  };
+  utf8("base_model_name_or_path", base_model_name_or_path);
+  for (const auto& t : targets) utf8("module path", t);
+  for (const auto& m : a.report().modules_to_save) utf8("module path", m);
+  for (const auto& p : o.rank_pattern) utf8("rank_pattern key", p.pattern);
+  for (const auto& p : o.alpha_pattern) utf8("alpha_pattern key", p.pattern);
+
+  auto j = detail::json::object();
+  j.append("peft_type", "LORA");
+  j.append("task_type", nullptr);
+  j.append("base_model_name_or_path", base_model_name_or_path.empty() ? detail::json() : detail::json(base_model_name_or_path));
+  j.append("r", o.r);
+  j.append("lora_alpha", o.alpha);
+  j.append("lora_dropout", o.dropout);
+  j.append("use_rslora", o.rslora);
+  j.append("bias", to_string(o.bias));
+  j.append("init_lora_weights", o.init == init_mode::gaussian ? detail::json("gaussian") : detail::json(o.init == init_mode::kaiming));
   // A list entry matches every path ending in "." + it; if that would take more modules than
   // the wrapped ones, the targets go as one anchored regular expression (PEFT full-matches a
   // string) so that the file names exactly these layers.
@@ -178,28 +216,25 @@ GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base
     return std::find(targets.begin(), targets.end(), p) == targets.end() && detail::peft_matches(std::nullopt, targets, p, "target_modules");
   });
   if (exact) {
-    j["target_modules"] = targets;
+    j.append("target_modules", detail::json::array_of(targets));
   } else {
     std::string re;
     for (auto& t : targets) re += (re.empty() ? "" : "|") + RE2::QuoteMeta(t);
-    j["target_modules"] = "(?:" + re + ")";
+    j.append("target_modules", "(?:" + re + ")");
   }
-  j["modules_to_save"] = a.report().modules_to_save.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(a.report().modules_to_save);
+  const auto& saved = a.report().modules_to_save;
+  j.append("modules_to_save", saved.empty() ? detail::json() : detail::json::array_of(saved));
   auto patterns = [](const auto& ps) {
-    nlohmann::ordered_json p = nlohmann::ordered_json::object();
+    auto p = detail::json::object();
     for (auto& e : ps) p[e.pattern] = e.value;
     return p;
   };
-  j["rank_pattern"] = patterns(o.rank_pattern);
-  j["alpha_pattern"] = patterns(o.alpha_pattern);
-  j["fan_in_fan_out"] = false;
-  j["use_dora"] = false;
-  j["inference_mode"] = true;
-  try {
-    return j.dump(2) + "\n";
-  } catch (const nlohmann::json::exception&) {
-    throw format_error("a module path or base_model_name_or_path is not valid UTF-8");
-  }
+  j.append("rank_pattern", patterns(o.rank_pattern));
+  j.append("alpha_pattern", patterns(o.alpha_pattern));
+  j.append("fan_in_fan_out", false);
+  j.append("use_dora", false);
+  j.append("inference_mode", true);
+  return j.dump(2) + "\n";
 }
 
 } // namespace graft::lora

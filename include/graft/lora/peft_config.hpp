@@ -51,8 +51,8 @@ GRAFT_FUNC std::vector<std::string> peft_targets(const torch::nn::Module& model,
 
 /// The adapter_config.json PEFT writes for these adapters, as the text lora::save writes (keys
 /// in PEFT's order, two-space indent, a final newline): target_modules lists the wrapped
-/// layers' full paths, modules_to_save the modules trained whole. A format_error if a module
-/// path or base_model_name_or_path is not valid UTF-8.
+/// layers' full paths, modules_to_save the modules trained whole. A format_error naming the
+/// string if a module path, pattern key or base_model_name_or_path is not valid UTF-8.
 GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base_model_name_or_path = {});
 
 } // namespace graft::lora

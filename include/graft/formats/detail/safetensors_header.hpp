@@ -14,7 +14,6 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 #include <graft/detail/dtypes.hpp>
@@ -62,13 +61,6 @@ inline std::uint64_t read_le64(const std::byte* p) noexcept {
   return v;
 }
 
-/// A JSON number that is a non-negative integer (nlohmann parses 2.0 and 1e3 as floats).
-inline std::optional<std::uint64_t> json_index(const nlohmann::ordered_json& j) noexcept {
-  if (j.is_number_unsigned()) return j.get<std::uint64_t>();
-  if (j.is_number_integer() && j.get<std::int64_t>() >= 0) return static_cast<std::uint64_t>(j.get<std::int64_t>());
-  return std::nullopt;
-}
-
 /// Parses and checks the header of the safetensors file `f`; format_error naming the file.
 inline safetensors_header parse_safetensors_header(const mapped_file& f) {
   const auto& path = f.path();
@@ -87,30 +79,31 @@ inline safetensors_header parse_safetensors_header(const mapped_file& f) {
   safetensors_header h;
   h.data_start = 8 + n;
   const std::uint64_t data_size = size - h.data_start;
-  auto root = parse_json_strict(f.bytes(8, n), path, 8);
+  auto root = json::parse(f.bytes(8, n), path, 8);
   if (!root.is_object())
     fail(fmt::format("the header is a JSON {}, not an object mapping tensor names to their entries", root.type_name()));
 
   h.tensors.reserve(root.size());
-  for (auto& item : root.items()) {
-    const std::string& name = item.key();  // not a structured binding: lambdas below capture it
-    auto& e = item.value();
+  for (const auto& member : root.members()) {
+    const std::string& name = member.key;  // not a structured binding: lambdas below capture it
+    const auto& e = member.value;
     if (name == "__metadata__") {
       if (!e.is_object()) fail(fmt::format("'__metadata__' is a JSON {}, not an object of strings", e.type_name()));
-      for (auto& [k, v] : e.items()) {
+      for (const auto& [k, v] : e.members()) {
         if (!v.is_string()) fail(fmt::format("'__metadata__' entry '{}' is a JSON {}, not a string", k, v.type_name()));
-        h.metadata.emplace(k, v.get<std::string>());
+        h.metadata.emplace(k, v.as_string());
       }
       continue;
     }
     auto bad = [&](std::string_view what) { fail(fmt::format("tensor '{}': {}", name, what)); };
     if (!e.is_object()) bad(fmt::format("its entry is a JSON {}, not an object with dtype, shape and data_offsets", e.type_name()));
-    for (const char* field : {"dtype", "shape", "data_offsets"})
-      if (!e.contains(field)) bad(fmt::format("its entry has no \"{}\"", field));
+    const json* fields[3];
+    for (int i = 0; const char* field : {"dtype", "shape", "data_offsets"})
+      if (!(fields[i++] = e.find(field))) bad(fmt::format("its entry has no \"{}\"", field));
 
-    const auto& jd = e["dtype"];
+    const auto& jd = *fields[0];
     if (!jd.is_string()) bad(fmt::format("\"dtype\" is a JSON {}, not a string", jd.type_name()));
-    const auto code = jd.get<std::string>();
+    const auto& code = jd.as_string();
     auto known = find_safetensors_dtype(code);
     if (!known) {
       std::vector<std::string_view> codes;
@@ -122,13 +115,13 @@ inline safetensors_header parse_safetensors_header(const mapped_file& f) {
       bad(fmt::format("dtype {} (torch.{}) has no equivalent in libtorch {}; convert it before saving", code,
                       known->python, torch_release));
 
-    const auto& js = e["shape"];
+    const auto& js = *fields[1];
     if (!js.is_array()) bad(fmt::format("\"shape\" is a JSON {}, not an array", js.type_name()));
     safetensors_entry t{name, *known->dtype, {}, 0, 0};
     std::uint64_t numel = 1;
     bool overflow = false, empty = false;
-    for (const auto& d : js) {
-      auto dim = json_index(d);
+    for (const auto& d : js.elements()) {
+      auto dim = d.as_index();
       if (!dim) bad(fmt::format("\"shape\" {} holds {}, not a non-negative integer", js.dump(), d.dump()));
       if (*dim > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
         bad(fmt::format("\"shape\" {} has a dimension too large for libtorch", js.dump()));
@@ -141,11 +134,11 @@ inline safetensors_header parse_safetensors_header(const mapped_file& f) {
     if (!empty && (overflow || __builtin_mul_overflow(numel, known->itemsize, &nbytes)))
       bad(fmt::format("\"shape\" {} of {} needs more bytes than 64 bits can count", js.dump(), code));
 
-    const auto& jo = e["data_offsets"];
-    if (!jo.is_array() || jo.size() != 2 || !json_index(jo[0]) || !json_index(jo[1]))
+    const auto& jo = *fields[2];
+    if (!jo.is_array() || jo.size() != 2 || !jo.elements()[0].as_index() || !jo.elements()[1].as_index())
       bad(fmt::format("\"data_offsets\" {} is not a pair [begin, end] of non-negative integers", jo.dump()));
-    t.begin = *json_index(jo[0]);
-    t.end = *json_index(jo[1]);
+    t.begin = *jo.elements()[0].as_index();
+    t.end = *jo.elements()[1].as_index();
     if (t.begin > t.end) bad(fmt::format("\"data_offsets\" [{}, {}] end before they begin", t.begin, t.end));
     if (t.end > data_size)
       bad(fmt::format("\"data_offsets\" [{}, {}] run past the end of the data section ({} bytes from file offset {})",

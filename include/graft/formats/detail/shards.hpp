@@ -16,7 +16,6 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include <graft/error.hpp>
 #include <graft/io/mapped_file.hpp>
@@ -32,7 +31,7 @@ namespace graft::detail {
 
 /// The parsed index of a sharded checkpoint: its JSON and the weight map in written order.
 struct shard_index {
-  nlohmann::ordered_json json;
+  detail::json json;
   std::vector<std::pair<std::string, std::string>> weight_map;  ///< tensor name → shard file name
 };
 
@@ -42,18 +41,19 @@ inline shard_index parse_shard_index(const std::string& path) {
     fail_format(path, fmt::format("{} bytes is too large for a sharded checkpoint's index (the limit is {})", file->size(),
                                   safetensors_max_header));
   shard_index index;
-  index.json = parse_json_strict(file->bytes(0, file->size()), path, 0);
+  index.json = json::parse(file->bytes(0, file->size()), path, 0);
   if (!index.json.is_object()) fail_format(path, fmt::format("the index is a JSON {}, not an object", index.json.type_name()));
-  if (!index.json.contains("weight_map")) fail_format(path, "the index has no \"weight_map\"");
-  const auto& map = index.json["weight_map"];
+  const auto* weight_map = index.json.find("weight_map");
+  if (!weight_map) fail_format(path, "the index has no \"weight_map\"");
+  const auto& map = *weight_map;
   if (!map.is_object())
     fail_format(path, fmt::format("\"weight_map\" is a JSON {}, not an object of tensor name → shard file", map.type_name()));
-  if (index.json.contains("metadata") && !index.json["metadata"].is_object())
-    fail_format(path, fmt::format("\"metadata\" is a JSON {}, not an object", index.json["metadata"].type_name()));
-  for (const auto& [name, shard] : map.items()) {
+  if (auto metadata = index.json.find("metadata"); metadata && !metadata->is_object())
+    fail_format(path, fmt::format("\"metadata\" is a JSON {}, not an object", metadata->type_name()));
+  for (const auto& [name, shard] : map.members()) {
     if (!shard.is_string())
       fail_format(path, fmt::format("\"weight_map\" puts tensor '{}' in a JSON {}, not a shard file name", name, shard.type_name()));
-    auto s = shard.get<std::string>();
+    auto s = shard.as_string();
     // Shards live beside the index; a path would let an index reach any file on the machine.
     if (s.empty() || s.find('/') != std::string::npos || s == "." || s == "..")
       fail_format(path, fmt::format("\"weight_map\" puts tensor '{}' in '{}', which is not a file name in the index's folder", name, s));

@@ -15,7 +15,6 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 #include <graft/detail/dtypes.hpp>
@@ -59,7 +58,7 @@ inline dict safetensors_tensors(const std::shared_ptr<const mapped_file>& file, 
       throw format_error(fmt::format("'{}': tensor '{}': shape [{}] is not a tensor libtorch {} can make: {}", file->path(),
                                      t.name, fmt::join(t.shape, ", "), torch_release, e.what_without_backtrace()));
     }
-    out.append(t.name, std::move(tensor));  // names are unique: parse_json_strict refuses repeats
+    out.append(t.name, std::move(tensor));  // names are unique: the JSON reader refuses repeats
   }
   return out;
 }
@@ -98,8 +97,8 @@ GRAFT_FUNC std::map<std::string, std::string> read_safetensors_metadata(const st
   if (detail::is_safetensors_index_path(path)) {
     auto index = detail::parse_shard_index(path);
     std::map<std::string, std::string> out;
-    if (index.json.contains("metadata"))
-      for (const auto& [k, v] : index.json["metadata"].items()) out.emplace(k, v.is_string() ? v.get<std::string>() : v.dump());
+    if (auto metadata = index.json.find("metadata"))
+      for (const auto& [k, v] : metadata->members()) out.emplace(k, v.is_string() ? v.as_string() : v.dump());
     return out;
   }
   return detail::parse_safetensors_header(*mapped_file::open(path)).metadata;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
+#include <graft/formats/detail/json.hpp>
 #include <torch/types.h>
 
 #include <graft/error.hpp>
@@ -57,6 +57,8 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const auto& [name, t] = tensors[i];
     if (name == "__metadata__") fail("'__metadata__' is reserved for the metadata and cannot name a tensor");
+    if (auto bad = detail::invalid_utf8_at(name); bad != std::string::npos)
+      fail(fmt::format("tensor name {:?} is not valid UTF-8 (byte {})", name, bad));
     if (!names.insert(name).second) throw key_error(fmt::format("cannot write '{}': tensor '{}' is given twice", path, name));
     if (!t.defined()) fail(fmt::format("tensor '{}' is undefined", name));
     if (t.layout() != torch::kStrided) fail(fmt::format("tensor '{}' is not a dense (strided) tensor", name));
@@ -67,24 +69,32 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std
   std::stable_sort(layout.begin(), layout.end(),
                    [&](auto a, auto b) { return tensors[a].second.element_size() > tensors[b].second.element_size(); });
 
-  nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
-  for (const auto& [name, t] : tensors) header[name] = nullptr;  // reserves the given order
+  for (const auto& [k, v] : metadata)
+    for (const auto* s : {&k, &v})
+      if (auto bad = detail::invalid_utf8_at(*s); bad != std::string::npos)
+        fail(fmt::format("metadata {} {:?} is not valid UTF-8 (byte {})", s == &k ? "key" : "value", *s, bad));
+
+  // Names in the given order, data in `layout` order.
+  std::vector<std::uint64_t> starts(tensors.size());
   std::uint64_t offset = 0;
   for (auto i : layout) {
+    starts[i] = offset;
+    offset += static_cast<std::uint64_t>(tensors[i].second.numel()) * tensors[i].second.element_size();
+  }
+  auto header = detail::json::object();
+  if (!metadata.empty()) {
+    auto& m = header.append("__metadata__", detail::json::object());
+    for (const auto& [k, v] : metadata) m.append(k, v);
+  }
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
     const auto& [name, t] = tensors[i];
-    const auto nbytes = static_cast<std::uint64_t>(t.numel()) * t.element_size();
-    header[name] = {{"dtype", detail::safetensors_code(t.scalar_type())},
-                    {"shape", t.sizes().vec()},
-                    {"data_offsets", {offset, offset + nbytes}}};
-    offset += nbytes;
+    auto& entry = header.append(name, detail::json::object());  // names are unique: checked above
+    entry.append("dtype", detail::safetensors_code(t.scalar_type()));
+    entry.append("shape", detail::json::array_of(t.sizes()));
+    const auto end = starts[i] + static_cast<std::uint64_t>(t.numel()) * t.element_size();
+    entry.append("data_offsets", detail::json::array_of(std::vector<std::uint64_t>{starts[i], end}));
   }
-  std::string text;
-  try {
-    text = header.dump();
-  } catch (const nlohmann::json::exception&) {
-    fail("a tensor name or metadata string is not valid UTF-8");
-  }
+  std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
 
   auto write = [&](detail::atomic_file& out) {
