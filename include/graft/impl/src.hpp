@@ -20,11 +20,14 @@
 #include <graft/lora/peft_config-inl.hpp>
 #include <graft/optim/detail/named_param_groups-inl.hpp>
 #include <graft/optim/detail/param_group_spec-inl.hpp>
+#include <graft/optim/schedules/concepts-inl.hpp>
 #include <graft/optim/schedules/scheduler-inl.hpp>
 #include <graft/select/glob-inl.hpp>
 #include <graft/select/regex-inl.hpp>
 #include <graft/select/select-inl.hpp>
 #include <graft/state_dict/merge-inl.hpp>
+#include <graft/state_dict/report-inl.hpp>
+#include <graft/state_dict/stages-inl.hpp>
 #include <graft/state_dict/state_dict-inl.hpp>
 #include <graft/state_dict/value-inl.hpp>
 #include <graft/walk/walk-inl.hpp>

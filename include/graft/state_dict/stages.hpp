@@ -14,9 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include <fmt/format.h>
-#include <fmt/ranges.h>
-
+#include <graft/config.hpp>
 #include <graft/error.hpp>
 #include <graft/select/concepts.hpp>
 #include <graft/select/regex.hpp>
@@ -24,6 +22,11 @@
 #include <graft/state_dict/pipeline.hpp>
 
 namespace graft {
+
+namespace detail {
+/// The selection_error of a filter that kept none of `in` entries.
+[[noreturn]] GRAFT_FUNC void throw_filter_kept_none(const std::string& selector, std::size_t in);
+} // namespace detail
 
 /// The stage at(key) makes (a class named `at` would hide ATen's namespace `at`).
 class at_stage : public pipe_base, public detail::stage_defaults {
@@ -44,13 +47,8 @@ public:
     k.erase(0, prefix_.size());
     return true;
   }
-  void finish(std::size_t hits, std::size_t in) const {
-    if (hits == 0)
-      throw key_error(fmt::format("at(\"{}\"): no entry is under '{}' among {} tensors; the top-level keys are: {}",
-                                  key_, key_, in, tops_.empty() ? std::string("(none)") : fmt::format("'{}'", fmt::join(tops_, "', '"))));
-    tops_.clear();
-  }
-  std::string describe() const { return fmt::format("at(\"{}\")", key_); }
+  GRAFT_FUNC void finish(std::size_t hits, std::size_t in) const;
+  std::string describe() const { return "at(\"" + key_ + "\")"; }
 
 private:
   static std::string top(std::string_view k) { return std::string(k.substr(0, k.find('.'))); }
@@ -75,9 +73,7 @@ public:
   }
   void finish(std::size_t hits, std::size_t in) const {
     if constexpr (!allows_empty<S>)
-      if (hits == 0)
-        throw selection_error(fmt::format("filter('{}') kept none of the {} entries (wrap the selector in "
-                                          "graft::optional(...) if that is fine)", sel_.describe(), in));
+      if (hits == 0) detail::throw_filter_kept_none(sel_.describe(), in);
   }
   std::string describe() const { return "filter(" + sel_.describe() + ")"; }
 
@@ -147,33 +143,15 @@ struct table_rule {
 } // namespace detail
 
 /// "module.fc.weight" -> "fc.weight": DataParallel/DDP's prefix, torch.compile's "_orig_mod.".
-inline rename_stage<detail::replace_prefix_rule> strip_prefix(std::string p) {
-  auto text = fmt::format("strip_prefix(\"{}\")", p);
-  return {detail::replace_prefix_rule{std::move(p), ""}, std::move(text)};
-}
+GRAFT_FUNC rename_stage<detail::replace_prefix_rule> strip_prefix(std::string p);
 /// "fc.weight" -> "backbone.fc.weight".
-inline rename_stage<detail::replace_prefix_rule> add_prefix(std::string p) {
-  auto text = fmt::format("add_prefix(\"{}\")", p);
-  return {detail::replace_prefix_rule{"", std::move(p)}, std::move(text)};
-}
+GRAFT_FUNC rename_stage<detail::replace_prefix_rule> add_prefix(std::string p);
 /// "classifier.weight" -> "fc.weight" with replace_prefix("classifier.", "fc.").
-inline rename_stage<detail::replace_prefix_rule> replace_prefix(std::string from, std::string to) {
-  auto text = fmt::format("replace_prefix(\"{}\", \"{}\")", from, to);
-  return {detail::replace_prefix_rule{std::move(from), std::move(to)}, std::move(text)};
-}
+GRAFT_FUNC rename_stage<detail::replace_prefix_rule> replace_prefix(std::string from, std::string to);
 /// Replaces every match of an RE2 regex; \1..\9 in `rewrite` insert capture groups.
-inline rename_stage<detail::regex_rule> regex_replace(std::string_view pattern, std::string rewrite) {
-  graft::regex re(pattern);  // throws pattern_error naming the pattern
-  detail::check_rewrite(re, rewrite);
-  auto text = fmt::format("regex_replace(\"{}\", \"{}\")", pattern, rewrite);
-  return {detail::regex_rule{std::move(re), std::move(rewrite)}, std::move(text)};
-}
+GRAFT_FUNC rename_stage<detail::regex_rule> regex_replace(std::string_view pattern, std::string rewrite);
 /// Renames exactly the keys in the table; others stay.
-inline rename_stage<detail::table_rule> rename_keys(std::map<std::string, std::string, std::less<>> table) {
-  auto text = fmt::format("rename_keys({} keys)", table.size());
-  return {detail::table_rule{std::make_shared<const std::map<std::string, std::string, std::less<>>>(std::move(table))},
-          std::move(text)};
-}
+GRAFT_FUNC rename_stage<detail::table_rule> rename_keys(std::map<std::string, std::string, std::less<>> table);
 
 /// The stage cast(dtype) makes.
 class cast_stage : public pipe_base, public detail::stage_defaults {
@@ -186,7 +164,7 @@ public:
     }
     return true;
   }
-  std::string describe() const { return fmt::format("cast({})", c10::toString(dtype_)); }
+  std::string describe() const { return std::string("cast(") + c10::toString(dtype_) + ")"; }
 
 private:
   torch::Dtype dtype_;
@@ -206,7 +184,7 @@ public:
     }
     return true;
   }
-  std::string describe() const { return fmt::format("to({})", device_.str()); }
+  std::string describe() const { return "to(" + device_.str() + ")"; }
 
 private:
   torch::Device device_;
@@ -255,3 +233,7 @@ template <selector S>
 state_dict filter(state_dict sd, S s) { return apply(std::move(sd), filter(std::move(s))); }
 
 } // namespace graft
+
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/state_dict/stages-inl.hpp>
+#endif

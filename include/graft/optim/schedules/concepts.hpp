@@ -10,8 +10,7 @@
 #include <string>
 #include <string_view>
 
-#include <fmt/format.h>
-
+#include <graft/config.hpp>
 #include <graft/error.hpp>
 
 namespace graft {
@@ -49,22 +48,40 @@ concept group_checked_schedule = lr_schedule<S> && requires(const S& s, std::siz
 
 namespace detail::sched {
 
+/// Throws option_error "<setting> must be <requirement>, got <value>".
+[[noreturn]] GRAFT_FUNC void bad_setting(std::string_view setting, std::string_view requirement, double value);
+[[noreturn]] GRAFT_FUNC void bad_setting(std::string_view setting, std::string_view requirement, std::int64_t value);
+/// Throws option_error "<setting> must be in [lo, hi], got <value>".
+[[noreturn]] GRAFT_FUNC void bad_range(std::string_view setting, double value, double lo, double hi);
+
 /// Throws option_error unless `value` is finite and > 0; `setting` reads like "step_lr.gamma".
 inline void require_positive(std::string_view setting, double value) {
-  if (!(value > 0) || !std::isfinite(value))
-    throw option_error(fmt::format("{} must be > 0, got {}", setting, value));
+  if (!(value > 0) || !std::isfinite(value)) bad_setting(setting, "> 0", value);
+}
+
+/// Throws option_error unless `value` is finite and >= 0.
+inline void require_non_negative(std::string_view setting, double value) {
+  if (!(value >= 0) || !std::isfinite(value)) bad_setting(setting, ">= 0", value);
+}
+
+/// Throws option_error unless 0 < value <= 1.
+inline void require_fraction(std::string_view setting, double value) {
+  if (!(value > 0 && value <= 1)) bad_setting(setting, "in (0, 1]", value);
 }
 
 /// Throws option_error unless lo <= value <= hi.
 inline void require_between(std::string_view setting, double value, double lo, double hi) {
-  if (!(value >= lo && value <= hi))
-    throw option_error(fmt::format("{} must be in [{}, {}], got {}", setting, lo, hi, value));
+  if (!(value >= lo && value <= hi)) bad_range(setting, value, lo, hi);
 }
 
 /// Throws option_error unless value >= 1 (a count of epochs or steps).
 inline void require_count(std::string_view setting, std::int64_t value) {
-  if (value < 1) throw option_error(fmt::format("{} must be >= 1, got {}", setting, value));
+  if (value < 1) bad_setting(setting, ">= 1", value);
 }
 
 } // namespace detail::sched
 } // namespace graft
+
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/optim/schedules/concepts-inl.hpp>
+#endif

@@ -6,8 +6,6 @@
 #include <numbers>
 #include <string>
 
-#include <fmt/format.h>
-
 #include <graft/optim/schedules/concepts.hpp>
 
 namespace graft {
@@ -20,8 +18,7 @@ struct cosine_annealing {
 
   void validate() const {
     detail::sched::require_count("cosine_annealing.t_max", t_max);
-    if (!(eta_min >= 0) || !std::isfinite(eta_min))
-      throw option_error(fmt::format("cosine_annealing.eta_min must be >= 0, got {}", eta_min));
+    detail::sched::require_non_negative("cosine_annealing.eta_min", eta_min);
   }
   double lr(std::int64_t epoch, const group_base& g) const {
     // Same operation order as PyTorch's closed form.

@@ -8,8 +8,6 @@
 #include <string>
 #include <vector>
 
-#include <fmt/format.h>
-
 #include <graft/optim/schedules/concepts.hpp>
 
 namespace graft {
@@ -61,8 +59,7 @@ struct constant_lr {
 
   void validate() const {
     // PyTorch accepts 0 but then divides by it when restoring the lr.
-    if (!(factor > 0 && factor <= 1))
-      throw option_error(fmt::format("constant_lr.factor must be in (0, 1], got {}", factor));
+    detail::sched::require_fraction("constant_lr.factor", factor);
     detail::sched::require_count("constant_lr.total_iters", total_iters);
   }
   double lr(std::int64_t epoch, const group_base& g) const {

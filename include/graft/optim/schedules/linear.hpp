@@ -6,8 +6,6 @@
 #include <string>
 #include <utility>
 
-#include <fmt/format.h>
-
 #include <graft/optim/schedules/concepts.hpp>
 
 namespace graft {
@@ -21,9 +19,7 @@ struct linear_lr {
 
   void validate() const {
     // PyTorch allows 0, but its chainable form then stays at lr 0 forever.
-    if (!(start_factor > 0 && start_factor <= 1))
-      throw option_error(
-          fmt::format("linear_lr.start_factor must be in (0, 1], got {}", start_factor));
+    detail::sched::require_fraction("linear_lr.start_factor", start_factor);
     detail::sched::require_between("linear_lr.end_factor", end_factor, 0, 1);
     detail::sched::require_count("linear_lr.total_iters", total_iters);
   }
@@ -41,9 +37,7 @@ struct linear_warmup {
   std::int64_t steps = 0;    ///< epochs of warm-up; the next schedule starts at epoch `steps`
 
   void validate() const {
-    if (!(start_factor > 0 && start_factor <= 1))
-      throw option_error(
-          fmt::format("linear_warmup.start_factor must be in (0, 1], got {}", start_factor));
+    detail::sched::require_fraction("linear_warmup.start_factor", start_factor);
     detail::sched::require_count("linear_warmup.steps", steps);
   }
   double lr(std::int64_t epoch, const group_base& g) const {
