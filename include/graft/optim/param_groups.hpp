@@ -107,8 +107,9 @@ public:
   template <optimizer_options O>
   named_param_groups build(const O& base) const {
     named_param_groups out;
-    auto placed = place(out.params_);
-    check_groups(placed.taken);
+    const auto matchers = spec_matchers();
+    auto placed = detail::place_parameters(*module_, matchers, split_, out.params_);
+    detail::check_groups(*module_, matchers, placed.taken);
     if constexpr (!has_rest) detail::check_leftovers(placed.leftovers);
     for (auto slot : placed.order(out.params_))
       add_group(out, base, placed.keys[slot], std::move(placed.members[slot]));
@@ -117,18 +118,27 @@ public:
   }
 
 private:
-  // Where each parameter goes (detail::place_parameters), the selectors behind pointers.
-  detail::placement place(std::vector<named_param_groups::parameter_info>& params) const {
+  // The declared groups with their selectors behind pointers, for the non-template code.
+  std::vector<detail::spec_matcher> spec_matchers() const {
     std::vector<detail::spec_matcher> matchers;
     matchers.reserve(sizeof...(Specs));
-    std::apply(
-        [&](const auto&... spec) {
-          (matchers.push_back({&spec.sel, &detail::erased_matches<std::remove_cvref_t<decltype(spec.sel)>>,
-                               spec.opts.include_frozen}),
-           ...);
-        },
-        specs_);
-    return detail::place_parameters(*module_, matchers, split_, params);
+    std::apply([&](const auto&... spec) { (matchers.push_back(matcher_of(spec)), ...); }, specs_);
+    return matchers;
+  }
+  template <class Spec>
+  static detail::spec_matcher matcher_of(const Spec& spec) {
+    using S = std::remove_cvref_t<decltype(spec.sel)>;
+    detail::spec_matcher m{&spec.sel, &detail::erased_matches<S>, spec.opts.include_frozen, &spec.name, nullptr, nullptr};
+    if constexpr (!allows_empty<S>) {
+      m.count = [](const torch::nn::Module& module, const void* sel) {
+        return detail::for_each_match(module, *static_cast<const S*>(sel), {}, detail::ignore_match{});
+      };
+      m.explain = [](const void* sel, std::string& description, std::string& pattern) {
+        description = static_cast<const S*>(sel)->describe();
+        pattern = detail::pattern_text(*static_cast<const S*>(sel));
+      };
+    }
+    return m;
   }
 
   // Makes the group of one slot: `base` with its declared group's settings, then its layer's
@@ -175,35 +185,6 @@ private:
       if (g.weight_decay_scale) opts.weight_decay(base.weight_decay() * *g.weight_decay_scale);
     } else if (g.weight_decay || g.weight_decay_scale) {
       detail::throw_group_option(spec.name, "sets a weight decay, but this optimizer has none");
-    }
-  }
-
-  // A group that took nothing is an error: either its selector matched nothing at all
-  // (did-you-mean), or earlier groups took everything it matched.
-  void check_groups(const std::vector<std::size_t>& taken) const {
-    std::size_t i = 0;
-    std::vector<std::string> earlier;
-    std::apply(
-        [&](const auto&... spec) {
-          (
-              [&] {
-                std::size_t index = i++;
-                if (taken[index] == 0) check_empty(spec, earlier);
-                earlier.push_back(spec.name);
-                (void)index;
-              }(),
-              ...);
-        },
-        specs_);
-  }
-
-  template <class Spec>
-  void check_empty(const Spec& spec, const std::vector<std::string>& earlier) const {
-    if constexpr (allows_empty<decltype(spec.sel)>) {
-      return;
-    } else {
-      std::size_t n = detail::for_each_match(*module_, spec.sel, {}, detail::ignore_match{});
-      detail::throw_empty_group(*module_, spec.name, n, spec.sel.describe(), detail::pattern_text(spec.sel), earlier);
     }
   }
 

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <graft/config.hpp>
 #include <graft/detail/dtypes.hpp>
 #include <graft/detail/report_formatter.hpp>
 #include <graft/error.hpp>
@@ -54,6 +55,14 @@ struct load_report {
   /// set to 0 (libtorch < 2.2) or keeps the model's value (2.2 on), as that release's Python does.
   std::vector<std::string> defaulted;
   std::vector<std::string> hints;     ///< renames that would fix many keys at once
+
+  load_report() = default;
+  // Compiled once in graft::compiled rather than in every unit that lets a report go.
+  GRAFT_FUNC load_report(const load_report&);
+  GRAFT_FUNC load_report(load_report&&) noexcept;
+  GRAFT_FUNC load_report& operator=(const load_report&);
+  GRAFT_FUNC load_report& operator=(load_report&&) noexcept;
+  GRAFT_FUNC ~load_report();
 
   /// Whether the policy accepts every deviation (a merge then changes the model).
   bool accepted() const {
@@ -153,3 +162,7 @@ struct fmt::formatter<graft::load_report> : graft::detail::report_formatter {
     return graft::detail::write_text(ctx, out);
   }
 };
+
+#ifndef GRAFT_SEPARATE_COMPILATION
+#include <graft/state_dict/report-inl.hpp>
+#endif

@@ -21,6 +21,17 @@
 
 namespace graft {
 
+GRAFT_FUNC state_dict::state_dict(const state_dict&) = default;
+GRAFT_FUNC state_dict::state_dict(state_dict&&) noexcept = default;
+GRAFT_FUNC state_dict& state_dict::operator=(const state_dict&) = default;
+GRAFT_FUNC state_dict& state_dict::operator=(state_dict&&) noexcept = default;
+GRAFT_FUNC state_dict::~state_dict() = default;
+
+GRAFT_FUNC void state_dict::reserve(std::size_t n) {
+  entries_.reserve(n);
+  index_.reserve(n);
+}
+
 GRAFT_FUNC state_dict::state_dict(const torch::nn::Module& module) {
   for (auto t : walk(module, walk_options::state())) insert(std::string(t.path()), t.tensor());
 }

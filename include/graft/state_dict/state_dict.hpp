@@ -40,6 +40,12 @@ struct state_entry {
 class state_dict {
 public:
   state_dict() = default;
+  // Compiled once in graft::compiled rather than in every unit that lets a state_dict go.
+  GRAFT_FUNC state_dict(const state_dict&);
+  GRAFT_FUNC state_dict(state_dict&&) noexcept;
+  GRAFT_FUNC state_dict& operator=(const state_dict&);
+  GRAFT_FUNC state_dict& operator=(state_dict&&) noexcept;
+  GRAFT_FUNC ~state_dict();
 
   /// The module's parameters and buffers under Python's state_dict() keys and order (tied
   /// tensors under every name). The tensors are the module's own (no copy): detach().clone()
@@ -103,10 +109,7 @@ public:
     index_.clear();
     return std::move(entries_);
   }
-  void reserve(std::size_t n) {
-    entries_.reserve(n);
-    index_.reserve(n);
-  }
+  GRAFT_FUNC void reserve(std::size_t n);
 
 private:
   GRAFT_FUNC void flatten(const value& v, std::string& key);

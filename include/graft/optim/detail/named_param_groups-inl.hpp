@@ -20,6 +20,18 @@
 
 namespace graft {
 
+GRAFT_FUNC named_param_groups::named_param_groups(const named_param_groups&) = default;
+GRAFT_FUNC named_param_groups::named_param_groups(named_param_groups&&) noexcept = default;
+GRAFT_FUNC named_param_groups& named_param_groups::operator=(named_param_groups&&) noexcept = default;
+GRAFT_FUNC named_param_groups::~named_param_groups() = default;
+
+GRAFT_FUNC void named_param_groups::install(torch::optim::Optimizer& opt) const {
+  auto& installed = opt.param_groups();
+  installed.clear();
+  installed.reserve(groups_.size());
+  for (auto& g : groups_) installed.push_back(g);
+}
+
 GRAFT_FUNC std::size_t named_param_groups::index_of(std::string_view name) const {
   for (std::size_t i = 0; i < names_.size(); ++i)
     if (names_[i] == name) return i;

@@ -91,14 +91,20 @@ public:
     requires std::derived_from<Opt, torch::optim::Optimizer> && std::constructible_from<Opt, std::vector<torch::Tensor>, O>
   Opt make_optimizer(const O& defaults) const {
     Opt opt(std::vector<torch::Tensor>{}, defaults);
-    auto& installed = opt.param_groups();
-    installed.clear();
-    installed.reserve(groups_.size());
-    for (auto& g : groups_) installed.push_back(g);  // copies clone the options
+    install(opt);
     return opt;
   }
 
+  named_param_groups() = default;
+  // Compiled once in graft::compiled rather than in every unit that lets the groups go.
+  GRAFT_FUNC named_param_groups(const named_param_groups&);
+  GRAFT_FUNC named_param_groups(named_param_groups&&) noexcept;
+  GRAFT_FUNC named_param_groups& operator=(named_param_groups&&) noexcept;
+  GRAFT_FUNC ~named_param_groups();
+
 private:
+  // Replaces the optimizer's param groups with copies of these (copies clone the options).
+  GRAFT_FUNC void install(torch::optim::Optimizer& opt) const;
   template <class...> friend class param_groups_builder;
   // Appends a built group; option_error if a group of that name exists.
   GRAFT_FUNC void add_group(std::string name, double lr, std::optional<double> weight_decay, std::vector<torch::Tensor> members,

@@ -23,6 +23,10 @@
 
 namespace graft::detail {
 
+GRAFT_FUNC placement::placement(std::size_t specs) : taken(specs, 0) {}
+GRAFT_FUNC placement::placement(placement&&) noexcept = default;
+GRAFT_FUNC placement::~placement() = default;
+
 GRAFT_FUNC std::size_t placement::add(slot_key key, const torch::Tensor& p) {
   auto k = static_cast<std::size_t>(std::find(keys.begin(), keys.end(), key) - keys.begin());
   if (k == keys.size()) {
@@ -87,6 +91,19 @@ GRAFT_FUNC void throw_empty_group(const torch::nn::Module& module, const std::st
   throw selection_error(fmt::format(
       "param group '{}' is empty: its {} parameters matched by '{}' are frozen or taken by earlier groups ('{}')",
       name, matched, description, fmt::join(earlier, "', '")));
+}
+
+GRAFT_FUNC void check_groups(const torch::nn::Module& module, const std::vector<spec_matcher>& specs,
+                             const std::vector<std::size_t>& taken) {
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const auto& s = specs[i];
+    if (taken[i] != 0 || !s.explain) continue;
+    std::string description, pattern;
+    s.explain(s.sel, description, pattern);
+    std::vector<std::string> earlier;
+    for (std::size_t j = 0; j < i; ++j) earlier.push_back(*specs[j].name);
+    throw_empty_group(module, *s.name, s.count(module, s.sel), description, pattern, earlier);
+  }
 }
 
 GRAFT_FUNC void throw_group_option(std::string_view group, std::string_view problem) {

@@ -75,7 +75,9 @@ struct placement {
   std::vector<std::size_t> taken;                   // per declared group: the parameters it took
   std::vector<std::string> leftovers;               // trainable parameters no group took
 
-  explicit placement(std::size_t specs) : taken(specs, 0) {}
+  GRAFT_FUNC explicit placement(std::size_t specs);
+  GRAFT_FUNC placement(placement&&) noexcept;
+  GRAFT_FUNC ~placement();
 
   // Adds `p` to the slot `key`; returns the slot's index in keys.
   GRAFT_FUNC std::size_t add(slot_key key, const torch::Tensor& p);
@@ -91,6 +93,11 @@ struct spec_matcher {
   const void* sel;
   bool (*matches)(const void* sel, const tensor_view& t);
   bool include_frozen;
+  const std::string* name;
+  // For a group that took nothing: the parameters its selector matches in all, and its
+  // description and pattern. explain is null for a selector that may match nothing.
+  std::size_t (*count)(const torch::nn::Module& module, const void* sel);
+  void (*explain)(const void* sel, std::string& description, std::string& pattern);
 };
 template <class S>
 bool erased_matches(const void* sel, const tensor_view& t) {
@@ -106,6 +113,11 @@ GRAFT_FUNC placement place_parameters(const torch::nn::Module& module, const std
 
 // Throws selection_error naming trainable parameters that no group took (when no rest()).
 GRAFT_FUNC void check_leftovers(const std::vector<std::string>& leftovers);
+
+// Throws the error for the first group of `specs` that took nothing (`taken`, parallel to
+// `specs`) and may not be empty.
+GRAFT_FUNC void check_groups(const torch::nn::Module& module, const std::vector<spec_matcher>& specs,
+                             const std::vector<std::size_t>& taken);
 
 // Throws the error for the group `name` that took nothing: its selector matched nothing at
 // all (`matched` == 0: did-you-mean), or earlier groups took everything it matched.
