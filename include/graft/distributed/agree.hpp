@@ -13,9 +13,9 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/types.h>
 
+#include <graft/detail/join.hpp>
 #include <graft/distributed/group.hpp>
 #include <graft/error.hpp>
 #include <graft/select/select.hpp>
@@ -70,7 +70,7 @@ inline std::string broadcast_string(c10d::ProcessGroup& pg, const std::string& t
 inline std::string describe_tensors(const selection& s) {
   std::string d;
   for (auto& t : s)
-    d += fmt::format("{} [{}] {}\n", t.path, fmt::join(t.tensor.sizes(), ", "), c10::toString(t.tensor.scalar_type()));
+    d += fmt::format("{} [{}] {}\n", t.path, graft::detail::join(t.tensor.sizes(), ", "), c10::toString(t.tensor.scalar_type()));
   return d;
 }
 

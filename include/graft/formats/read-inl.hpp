@@ -11,8 +11,8 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
+#include <graft/detail/join.hpp>
 #include <graft/error.hpp>
 #include <graft/formats/detail/rethrow.hpp>
 #include <graft/formats/detail/safetensors_header.hpp>
@@ -84,7 +84,7 @@ GRAFT_FUNC std::string checkpoint_file(const std::string& path) {
     auto p = (std::filesystem::path(path) / name).string();
     if (std::filesystem::is_regular_file(p, ec)) return p;
   }
-  throw io_error(fmt::format("folder '{}' holds no checkpoint graft knows by name (looked for {})", path, fmt::join(names, ", ")));
+  throw io_error(fmt::format("folder '{}' holds no checkpoint graft knows by name (looked for {})", path, graft::detail::join(names, ", ")));
 }
 
 GRAFT_FUNC checkpoint_format detect_format(const std::string& path) {

@@ -7,9 +7,9 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/nn.h>  // the module headers are not self-contained: take them whole
 
+#include <graft/detail/join.hpp>
 #include <graft/detail/report_formatter.hpp>
 #include <graft/lora/layers.hpp>
 #include <graft/select/module.hpp>
@@ -126,7 +126,7 @@ struct fmt::formatter<graft::lora::attach_report> : graft::detail::report_format
     std::string out = fmt::format("LoRA on {} layers ({} adapter elements): trainable {} -> {} elements ({:.2f}% of {})",
                                   r.layers.size(), r.adapter_elements, r.trainable_before, r.trainable_after, pct, r.elements);
     if (r.bias != graft::lora::bias_mode::none) out += fmt::format("; biases: {}", graft::lora::to_string(r.bias));
-    if (!r.modules_to_save.empty()) out += fmt::format("; trained and saved whole: {}", fmt::join(r.modules_to_save, ", "));
+    if (!r.modules_to_save.empty()) out += fmt::format("; trained and saved whole: {}", graft::detail::join(r.modules_to_save, ", "));
     for (std::size_t i = 0; i < r.layers.size(); ++i)
       out += fmt::format("\n  {} ({}): r={} scale={:g}", r.layers[i], r.types[i], r.ranks[i], r.scales[i]);
     return graft::detail::write_text(ctx, out);

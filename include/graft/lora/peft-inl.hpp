@@ -17,9 +17,9 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <re2/re2.h>
 
+#include <graft/detail/join.hpp>
 #include <graft/error.hpp>
 #include <graft/lora/peft.hpp>
 #include <graft/formats/safetensors/write.hpp>
@@ -141,7 +141,7 @@ GRAFT_FUNC adapters load(torch::nn::Module& model, const std::string& folder, co
                       err_ctx(e.key));
     }
     if (!p->second.sizes().equals(e.tensor.sizes()))
-      throw shape_error(fmt::format("'{}' has shape {} but the model's '{}' has {}", e.key, e.tensor.sizes(), e.path, p->second.sizes()),
+      throw shape_error(fmt::format("'{}' has shape {} but the model's '{}' has {}", e.key, graft::detail::bracketed(e.tensor.sizes()), e.path, graft::detail::bracketed(p->second.sizes())),
                         err_ctx(e.key));
   }
   for (auto& p : plan) {
@@ -158,8 +158,8 @@ GRAFT_FUNC adapters load(torch::nn::Module& model, const std::string& folder, co
                         {.file = file, .key = p.path, .file_in_message = true});
       const auto& want = i == 0 ? sa : sb;
       if (e->tensor.sizes() != c10::IntArrayRef(want))
-        throw shape_error(fmt::format("'{}' has shape {} but the {} of '{}' ({} of rank {}) has [{}]", e->key, e->tensor.sizes(), name, p.path,
-                                      graft::detail::short_type_name(typeid(*p.module)), r, fmt::join(want, ", ")),
+        throw shape_error(fmt::format("'{}' has shape {} but the {} of '{}' ({} of rank {}) has [{}]", e->key, graft::detail::bracketed(e->tensor.sizes()), name, p.path,
+                                      graft::detail::short_type_name(typeid(*p.module)), r, graft::detail::join(want, ", ")),
                           err_ctx(e->key));
       if ((kind == layer_kind::embedding) != e->embedding)
         throw key_error(fmt::format("'{}' is {} factor but '{}' is {}", e->key, e->embedding ? "an embedding" : "a linear/conv",
@@ -214,7 +214,7 @@ GRAFT_FUNC merge_report merge_into(state_dict& sd, const std::string& folder, co
     auto* target = sd.find(e.path);
     if (!target) throw missing(e.key, e.path);
     if (!target->tensor.sizes().equals(e.tensor.sizes()))
-      throw shape_error(fmt::format("'{}' has shape {} but the checkpoint's '{}' has {}", e.key, e.tensor.sizes(), e.path, target->tensor.sizes()),
+      throw shape_error(fmt::format("'{}' has shape {} but the checkpoint's '{}' has {}", e.key, graft::detail::bracketed(e.tensor.sizes()), e.path, graft::detail::bracketed(target->tensor.sizes())),
                         {.file = file, .key = e.key});
     updates.emplace_back(e.path, e.tensor.to(target->tensor.dtype()));
     rep.replaced.push_back(e.path);
@@ -230,8 +230,8 @@ GRAFT_FUNC merge_report merge_into(state_dict& sd, const std::string& folder, co
     auto a = f.first->tensor, b = f.second->tensor;
     bool emb = f.first->embedding;
     auto misfit = [&](std::string_view why) {
-      return shape_error(fmt::format("'{}' {} and '{}' {} do not fit '{}' {}: {}", f.first->key, a.sizes(), f.second->key, b.sizes(), key,
-                                     w.sizes(), why),
+      return shape_error(fmt::format("'{}' {} and '{}' {} do not fit '{}' {}: {}", f.first->key, graft::detail::bracketed(a.sizes()), f.second->key, graft::detail::bracketed(b.sizes()), key,
+                                     graft::detail::bracketed(w.sizes()), why),
                          {.file = file, .key = f.first->key});
     };
     if (w.dim() < 2 || (emb && w.dim() != 2) || w.numel() == 0) throw misfit("the weight is not a non-empty matrix or kernel");

@@ -18,7 +18,6 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <re2/re2.h>
 
 #include <graft/error.hpp>
@@ -189,7 +188,7 @@ GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base
   for (auto& l : a.layers()) targets.push_back(l.path);
   auto utf8 = [](std::string_view what, std::string_view s) {
     if (auto bad = graft::detail::invalid_utf8_at(s); bad != std::string_view::npos)
-      throw format_error(fmt::format("{} {:?} is not valid UTF-8 (byte {}), and JSON text must be", what, s, bad));
+      throw format_error(fmt::format("{} {} is not valid UTF-8 (byte {}), and JSON text must be", what, graft::detail::quoted(s), bad));
   };
   utf8("base_model_name_or_path", base_model_name_or_path);
   for (const auto& t : targets) utf8("module path", t);

@@ -16,8 +16,8 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
+#include <graft/detail/join.hpp>
 #include <graft/select/concepts.hpp>
 #include <graft/select/detail/predicate.hpp>
 
@@ -57,7 +57,7 @@ public:
   bool could_match_under(std::string_view prefix) const {
     return std::any_of(list_.begin(), list_.end(), [&](const std::string& n) { return n.starts_with(prefix); });
   }
-  std::string describe() const { return fmt::format("names {{{}}}", fmt::join(list_, ", ")); }
+  std::string describe() const { return fmt::format("names {{{}}}", graft::detail::join(list_, ", ")); }
 
 private:
   std::vector<std::string> list_;

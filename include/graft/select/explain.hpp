@@ -7,8 +7,8 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
+#include <graft/detail/join.hpp>
 #include <graft/detail/report_formatter.hpp>
 #include <graft/select/select.hpp>
 
@@ -57,7 +57,7 @@ struct fmt::formatter<graft::explanation> : graft::detail::report_formatter {
     std::string out = fmt::format("{}: matched {} of {} tensors ({} of {} elements)\n",
                                   ex.selector, ex.matched_count(), ex.entries.size(), hit, all);
     for (auto& e : ex.entries)
-      out += fmt::format("  {} {} [{}]\n", e.matched ? '+' : '-', e.path, fmt::join(e.shape, ", "));
+      out += fmt::format("  {} {} [{}]\n", e.matched ? '+' : '-', e.path, graft::detail::join(e.shape, ", "));
     return graft::detail::write_text(ctx, out);
   }
 };

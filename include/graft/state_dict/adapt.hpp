@@ -11,9 +11,9 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/types.h>
 
+#include <graft/detail/join.hpp>
 #include <graft/error.hpp>
 #include <graft/select/concepts.hpp>
 #include <graft/select/select.hpp>
@@ -109,7 +109,7 @@ public:
   }
   std::string describe() const {
     return fmt::format("keep_rows({}, {} rows: {}{})", sel_.describe(), rows_.size(),
-                       fmt::join(rows_.begin(), rows_.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(rows_.size(), 8)), ", "),
+                       graft::detail::join(rows_.begin(), rows_.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(rows_.size(), 8)), ", "),
                        rows_.size() > 8 ? ", ..." : "");
   }
 

@@ -12,10 +12,10 @@
 
 #include <c10/core/ScalarType.h>
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include <graft/config.hpp>
 #include <graft/detail/dtypes.hpp>
+#include <graft/detail/join.hpp>
 #include <graft/detail/report_formatter.hpp>
 #include <graft/error.hpp>
 
@@ -150,8 +150,8 @@ struct fmt::formatter<graft::load_report> : graft::detail::report_formatter {
         out += fmt::format("\n  ... and {} more mismatched", r.mismatched.size() - 10);
         break;
       }
-      out += fmt::format("\n  mismatched {}: model [{}] {}, checkpoint [{}] {}{}", m.key, fmt::join(m.model_shape, ", "),
-                         c10::toString(m.model_dtype), fmt::join(m.checkpoint_shape, ", "), c10::toString(m.checkpoint_dtype),
+      out += fmt::format("\n  mismatched {}: model [{}] {}, checkpoint [{}] {}{}", m.key, graft::detail::join(m.model_shape, ", "),
+                         c10::toString(m.model_dtype), graft::detail::join(m.checkpoint_shape, ", "), c10::toString(m.checkpoint_dtype),
                          m.adapted ? " (adapted: overlap copied)" : m.allowed ? " (allowed: keeps the model's value)" : " (not allowed)");
     }
     for (std::size_t i = 0; i < r.defaulted.size() && i < 10; ++i)

@@ -10,9 +10,9 @@
 #include <utility>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include <graft/config.hpp>
+#include <graft/detail/join.hpp>
 #include <graft/error.hpp>
 #include <graft/select/regex.hpp>
 #include <graft/state_dict/stages.hpp>
@@ -28,7 +28,7 @@ GRAFT_FUNC void detail::throw_filter_kept_none(const std::string& selector, std:
 GRAFT_FUNC void at_stage::finish(std::size_t hits, std::size_t in) const {
   if (hits == 0)
     throw key_error(fmt::format("at(\"{}\"): no entry is under '{}' among {} tensors; the top-level keys are: {}", key_, key_, in,
-                                tops_.empty() ? std::string("(none)") : fmt::format("'{}'", fmt::join(tops_, "', '"))));
+                                tops_.empty() ? std::string("(none)") : fmt::format("'{}'", graft::detail::join(tops_, "', '"))));
   tops_.clear();
 }
 

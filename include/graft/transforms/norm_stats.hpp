@@ -15,9 +15,9 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/nn.h>  // the module headers are not self-contained: take them whole
 
+#include <graft/detail/join.hpp>
 #include <graft/detail/report_formatter.hpp>
 #include <graft/detail/module_access.hpp>
 #include <graft/detail/norm_layers.hpp>
@@ -172,7 +172,7 @@ norm_stats_result set_norm_stats(torch::nn::Module& module, const S& sel, bool f
         candidates.push_back(l + ".**");
       }
       auto near = nearest_names(pattern_text(sel), std::move(candidates));
-      if (!near.empty()) msg += fmt::format("; did you mean '{}'?", fmt::join(near, "' or '"));
+      if (!near.empty()) msg += fmt::format("; did you mean '{}'?", graft::detail::join(near, "' or '"));
       if (all_layers.empty()) msg += " (BatchNorm1d/2d/3d, or InstanceNorm with track_running_stats)";
       throw selection_error(msg);
     }

@@ -48,6 +48,28 @@ inline std::size_t invalid_utf8_at(std::string_view s) noexcept {
   return std::string_view::npos;
 }
 
+/// `s` in double quotes for a message, with quotes, backslashes, control characters and bytes
+/// that are not UTF-8 escaped (\xff), so that a string JSON refuses can still be shown.
+inline std::string quoted(std::string_view s) {
+  std::string out = "\"";
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto bad = invalid_utf8_at(s.substr(i));
+    const auto good = s.substr(i, bad == std::string_view::npos ? s.size() - i : bad);
+    for (char ch : good) {
+      const auto c = static_cast<unsigned char>(ch);
+      if (c == '"' || c == '\\') out += '\\', out += ch;
+      else if (c == '\n') out += "\\n";
+      else if (c == '\t') out += "\\t";
+      else if (c < 0x20 || c == 0x7F) out += fmt::format("\\x{:02x}", c);
+      else out += ch;
+    }
+    i += good.size();
+    if (i < s.size()) out += fmt::format("\\x{:02x}", static_cast<unsigned char>(s[i++]));
+  }
+  return out + '"';
+}
+
 /// One JSON value. Objects keep their members in written order.
 class json {
  public:

@@ -9,9 +9,9 @@
 #include <utility>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/types.h>
 
+#include <graft/detail/join.hpp>
 #include <graft/formats/detail/pickle_arena.hpp>
 #include <graft/formats/detail/pickle_globals.hpp>
 
@@ -43,12 +43,12 @@ protected:
   torch::Tensor rebuild(const node& st, std::int64_t offset, c10::ArrayRef<std::int64_t> sizes,
                         c10::ArrayRef<std::int64_t> strides) {
     if (sizes.size() != strides.size())
-      fail(fmt::format("tensor size {} and stride {} differ in length", fmt::join(sizes, ","), fmt::join(strides, ",")));
+      fail(fmt::format("tensor size {} and stride {} differ in length", graft::detail::join(sizes, ","), graft::detail::join(strides, ",")));
     if (offset < 0) fail(fmt::format("negative storage offset {}", offset));
     bool empty = false;
     for (std::size_t k = 0; k < sizes.size(); ++k) {
       if (sizes[k] < 0 || strides[k] < 0)
-        fail(fmt::format("negative tensor size or stride (size [{}], stride [{}])", fmt::join(sizes, ", "), fmt::join(strides, ", ")));
+        fail(fmt::format("negative tensor size or stride (size [{}], stride [{}])", graft::detail::join(sizes, ", "), graft::detail::join(strides, ", ")));
       empty |= sizes[k] == 0;
     }
     std::int64_t last = offset;  // the largest element index the tensor reaches
@@ -63,7 +63,7 @@ protected:
     for (auto s : sizes) overflow |= __builtin_mul_overflow(numel, s, &numel);
     if (overflow || (empty ? offset > st.i : last >= st.i))
       fail(fmt::format("tensor of size [{}], stride [{}] at offset {} reaches past its storage '{}' of {} elements",
-                       fmt::join(sizes, ", "), fmt::join(strides, ", "), offset, st.owned, st.i));
+                       graft::detail::join(sizes, ", "), graft::detail::join(strides, ", "), offset, st.owned, st.i));
     try {
       return torch::empty({0}, torch::TensorOptions().dtype(st.dtype)).set_(st.storage, st.off + offset, sizes, strides);
     } catch (const c10::Error& e) {

@@ -13,10 +13,10 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/types.h>
 
 #include <graft/detail/dtypes.hpp>
+#include <graft/detail/join.hpp>
 #include <graft/error.hpp>
 #include <graft/io/mapped_file.hpp>
 #include <graft/formats/detail/json.hpp>
@@ -109,7 +109,7 @@ inline safetensors_header parse_safetensors_header(const mapped_file& f) {
       std::vector<std::string_view> codes;
       for (const auto& d : dtype_names)
         if (!d.safetensors.empty()) codes.push_back(d.safetensors);
-      bad(fmt::format("unknown dtype '{}' (safetensors dtypes: {})", code, fmt::join(codes, ", ")));
+      bad(fmt::format("unknown dtype '{}' (safetensors dtypes: {})", code, graft::detail::join(codes, ", ")));
     }
     if (!known->dtype)
       bad(fmt::format("dtype {} (torch.{}) has no equivalent in libtorch {}; convert it before saving", code,

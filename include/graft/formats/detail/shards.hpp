@@ -15,8 +15,8 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
+#include <graft/detail/join.hpp>
 #include <graft/error.hpp>
 #include <graft/io/mapped_file.hpp>
 #include <graft/formats/detail/safetensors_header.hpp>
@@ -96,7 +96,7 @@ value read_sharded(const std::string& path, ReadShard&& read_shard) {
       const auto shown = std::min<std::size_t>(names.size(), 5);
       throw io_error(fmt::format("'{}': shard '{}' is missing from {}; \"weight_map\" puts {} tensor{} in it: '{}'{}", path,
                                  shard, dir.empty() ? std::string(".") : dir.string(), names.size(), names.size() == 1 ? "" : "s",
-                                 fmt::join(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(shown), "', '"),
+                                 graft::detail::join(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(shown), "', '"),
                                  names.size() > shown ? ", ..." : ""));
     }
     keep.push_back(read_shard(shard_path));

@@ -14,10 +14,10 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/types.h>
 
 #include <graft/detail/dtypes.hpp>
+#include <graft/detail/join.hpp>
 #include <graft/error.hpp>
 #include <graft/io/mapped_file.hpp>
 #include <graft/formats/detail/safetensors_header.hpp>
@@ -56,7 +56,7 @@ inline dict safetensors_tensors(const std::shared_ptr<const mapped_file>& file, 
     } catch (const c10::Error& e) {
       // e.g. libtorch 2.x refuses an empty shape whose strides overflow ([0, 2^32, 2^32])
       throw format_error(fmt::format("'{}': tensor '{}': shape [{}] is not a tensor libtorch {} can make: {}", file->path(),
-                                     t.name, fmt::join(t.shape, ", "), torch_release, e.what_without_backtrace()));
+                                     t.name, graft::detail::join(t.shape, ", "), torch_release, e.what_without_backtrace()));
     }
     out.append(t.name, std::move(tensor));  // names are unique: the JSON reader refuses repeats
   }

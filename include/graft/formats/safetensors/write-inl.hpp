@@ -58,7 +58,7 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std
     const auto& [name, t] = tensors[i];
     if (name == "__metadata__") fail("'__metadata__' is reserved for the metadata and cannot name a tensor");
     if (auto bad = detail::invalid_utf8_at(name); bad != std::string::npos)
-      fail(fmt::format("tensor name {:?} is not valid UTF-8 (byte {})", name, bad));
+      fail(fmt::format("tensor name {} is not valid UTF-8 (byte {})", detail::quoted(name), bad));
     if (!names.insert(name).second) throw key_error(fmt::format("cannot write '{}': tensor '{}' is given twice", path, name));
     if (!t.defined()) fail(fmt::format("tensor '{}' is undefined", name));
     if (t.layout() != torch::kStrided) fail(fmt::format("tensor '{}' is not a dense (strided) tensor", name));
@@ -72,7 +72,7 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std
   for (const auto& [k, v] : metadata)
     for (const auto* s : {&k, &v})
       if (auto bad = detail::invalid_utf8_at(*s); bad != std::string::npos)
-        fail(fmt::format("metadata {} {:?} is not valid UTF-8 (byte {})", s == &k ? "key" : "value", *s, bad));
+        fail(fmt::format("metadata {} {} is not valid UTF-8 (byte {})", s == &k ? "key" : "value", detail::quoted(*s), bad));
 
   // Names in the given order, data in `layout` order.
   std::vector<std::uint64_t> starts(tensors.size());

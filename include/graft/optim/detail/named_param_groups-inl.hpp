@@ -10,11 +10,11 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
 #include <graft/config.hpp>
+#include <graft/detail/join.hpp>
 #include <graft/error.hpp>
 #include <graft/optim/detail/named_param_groups.hpp>
 
@@ -35,7 +35,7 @@ GRAFT_FUNC void named_param_groups::install(torch::optim::Optimizer& opt) const 
 GRAFT_FUNC std::size_t named_param_groups::index_of(std::string_view name) const {
   for (std::size_t i = 0; i < names_.size(); ++i)
     if (names_[i] == name) return i;
-  throw key_error(fmt::format("no param group named '{}'; the groups are '{}'", name, fmt::join(names_, "', '")));
+  throw key_error(fmt::format("no param group named '{}'; the groups are '{}'", name, graft::detail::join(names_, "', '")));
 }
 
 GRAFT_FUNC void named_param_groups::add_group(std::string name, double lr, std::optional<double> weight_decay,

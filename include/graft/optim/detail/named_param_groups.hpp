@@ -13,12 +13,12 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 #include <torch/version.h>
 
 #include <graft/config.hpp>
+#include <graft/detail/join.hpp>
 #include <graft/detail/report_formatter.hpp>
 #include <graft/error.hpp>
 #include <graft/optim/options.hpp>
@@ -142,7 +142,7 @@ struct fmt::formatter<graft::named_param_groups> {
                          i.elements);
     if (verbose)
       for (auto& p : g.parameters())
-        out += fmt::format("  {} [{}] {} {}\n", p.path, fmt::join(p.shape(), ", "),
+        out += fmt::format("  {} [{}] {} {}\n", p.path, graft::detail::join(p.shape(), ", "),
                            p.group ? g.names()[*p.group] : std::string("(no group)"),
                            p.trainable ? "trainable" : "frozen");
     return graft::detail::write_text(ctx, out);

@@ -10,11 +10,11 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
 #include <graft/config.hpp>
+#include <graft/detail/join.hpp>
 #include <graft/error.hpp>
 #include <graft/optim/detail/named_param_groups.hpp>
 #include <graft/optim/detail/param_group_spec.hpp>
@@ -77,7 +77,7 @@ GRAFT_FUNC void check_leftovers(const std::vector<std::string>& leftovers) {
   throw selection_error(fmt::format(
       "param groups leave {} trainable parameters in no group: '{}'{} (add a group for them, or "
       ".rest(\"name\"), or freeze them)",
-      leftovers.size(), fmt::join(leftovers.begin(), leftovers.begin() + shown, "', '"),
+      leftovers.size(), graft::detail::join(leftovers.begin(), leftovers.begin() + shown, "', '"),
       leftovers.size() > shown ? ", ..." : ""));
 }
 
@@ -90,7 +90,7 @@ GRAFT_FUNC void throw_empty_group(const torch::nn::Module& module, const std::st
   }
   throw selection_error(fmt::format(
       "param group '{}' is empty: its {} parameters matched by '{}' are frozen or taken by earlier groups ('{}')",
-      name, matched, description, fmt::join(earlier, "', '")));
+      name, matched, description, graft::detail::join(earlier, "', '")));
 }
 
 GRAFT_FUNC void check_groups(const torch::nn::Module& module, const std::vector<spec_matcher>& specs,
@@ -120,7 +120,7 @@ GRAFT_FUNC std::string slot_name(const std::string& group, const placement::slot
 GRAFT_FUNC void require_single_group(const named_param_groups& groups) {
   if (groups.size() > 1)
     throw option_error(fmt::format("LBFGS optimizes a single param group; these settings make {} ('{}')",
-                                   groups.size(), fmt::join(groups.names(), "', '")));
+                                   groups.size(), graft::detail::join(groups.names(), "', '")));
 }
 
 } // namespace graft::detail
