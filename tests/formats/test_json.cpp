@@ -76,7 +76,9 @@ TEST_CASE("json: numbers at the edges of 64 bits", "[json]") {
   // Past 64 bits a number is a double, as Python's float() would read it.
   CHECK(!parse("18446744073709551616").as_index());
   CHECK(parse("18446744073709551616").as_double() == 18446744073709551616.0);
-  CHECK(!parse("-9223372036854775809").as_integer());
+  // Past 64 bits signed, as a double: -2^63 itself fits, the next double below it does not.
+  CHECK(parse("-9223372036854775809").as_integer() == std::numeric_limits<std::int64_t>::min());
+  CHECK(!parse("-9223372036854777856").as_integer());
   CHECK(parse("-0").as_index() == 0u);
   CHECK(parse("0.1").as_double() == 0.1);
   CHECK(parse("-2.5E-3").as_double() == -2.5e-3);
