@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -69,9 +70,8 @@ inline shard_index parse_shard_index(const std::string& path) {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 /// Reads the sharded checkpoint whose index is `path`; `read_shard(shard_path)` reads one shard
-/// as a dict of name → tensor.
-template <class ReadShard>
-value read_sharded(const std::string& path, ReadShard&& read_shard) {
+/// as a dict of name → tensor. (A std::function: one reading loop serves every shard format.)
+inline value read_sharded(const std::string& path, const std::function<dict(const std::string&)>& read_shard) {
   auto index = parse_shard_index(path);
   const auto dir = std::filesystem::path(path).parent_path();
 
