@@ -94,6 +94,16 @@ TEST_CASE("json: strings with escapes and UTF-8", "[json]") {
   CHECK(parse(R"("\u0000")").as_string() == std::string(1, '\0'));
 }
 
+TEST_CASE("json: UTF-8 checked, and strings shown with what is not UTF-8 escaped", "[json]") {
+  using graft::detail::invalid_utf8_at, graft::detail::quoted;
+  CHECK(invalid_utf8_at("caf\xc3\xa9 \xf0\x9f\x98\x80") == std::string_view::npos);
+  CHECK(invalid_utf8_at("ab\xc3.") == 2);       // a lead byte without its continuation
+  CHECK(invalid_utf8_at("ab\xe2\x82") == 2);    // cut short
+  CHECK(invalid_utf8_at("\xc1\x81") == 0);      // overlong 'A'
+  CHECK(invalid_utf8_at("x\xf5\x80\x80\x80") == 1);  // past U+10FFFF
+  CHECK(quoted("a\"b\\c\xc3.\n\x01\xc3\xa9") == R"("a\"b\\c\xc3.\n\x01)" "\xc3\xa9\"");
+}
+
 TEST_CASE("json: what it refuses, and where", "[json]") {
   CHECK(refusal("") == "invalid JSON at byte 100 (line 1, column 1): the text ends where a value should be");
   CHECK(refusal("[1,]") == "invalid JSON at byte 103 (line 1, column 4): ']' where a value should be");
@@ -122,8 +132,9 @@ TEST_CASE("json: what it refuses, and where", "[json]") {
   // a code point past U+10FFFF, a sequence cut short.
   CHECK(refusal("\"a\x80\"") == "invalid JSON at byte 102 (line 1, column 3): a string holds byte 0x80, which is not UTF-8 there");
   CHECK(refusal("\"\xc0\xaf\"") == "invalid JSON at byte 101 (line 1, column 2): a string holds byte 0xc0, which is not UTF-8 there");
-  CHECK(refusal("\"\xed\xa0\x80\"") == "invalid JSON at byte 102 (line 1, column 3): a string holds byte 0xa0, which is not UTF-8 there");
-  CHECK(refusal("\"\xf4\x90\x80\x80\"") == "invalid JSON at byte 102 (line 1, column 3): a string holds byte 0x90, which is not UTF-8 there");
+  CHECK(refusal("\"\xed\xa0\x80\"") == "invalid JSON at byte 101 (line 1, column 2): a string holds byte 0xed, which is not UTF-8 there");
+  CHECK(refusal("\"\xf4\x90\x80\x80\"") == "invalid JSON at byte 101 (line 1, column 2): a string holds byte 0xf4, which is not UTF-8 there");
+  CHECK(refusal("\"ab\xc3.\"") == "invalid JSON at byte 103 (line 1, column 4): a string holds byte 0xc3, which is not UTF-8 there");
   CHECK(refusal("\"\xe2\x82\"") == "invalid JSON at byte 101 (line 1, column 2): a string holds byte 0xe2, which is not UTF-8 there");
   CHECK(refusal(std::string("[1]\0", 4)) ==
         "invalid JSON at byte 103 (line 1, column 4): a NUL byte after the value (JSON never holds one; safetensors pads its header "

@@ -223,10 +223,20 @@ TEST_CASE("lora: save then load is bit-exact and gives the same outputs", "[lora
   CHECK(config.json.starts_with("{\n  \"peft_type\": \"LORA\",\n"));
   CHECK(config.json.ends_with("}\n"));
   // A name that is not UTF-8 cannot go into JSON: refused, naming the folder, nothing written.
-  CHECK_THROWS_AS(graft::lora::save(ad, fx.dir.file("bad-name"), {.base_model_name_or_path = "net\xff"}), graft::format_error);
-  CHECK_THROWS_WITH(graft::lora::save(ad, fx.dir.file("bad-name"), {.base_model_name_or_path = "net\xff"}),
-                    Catch::Contains("cannot save to '" + fx.dir.file("bad-name") + "'") && Catch::Contains("not valid UTF-8"));
+  CHECK_THROWS_MATCHES(graft::lora::save(ad, fx.dir.file("bad-name"), {.base_model_name_or_path = "net\xff"}), graft::format_error,
+                       Catch::Matchers::Message("[graft.format] cannot save to '" + fx.dir.file("bad-name") +
+                                                "': base_model_name_or_path \"net\\xff\" is not valid UTF-8 (byte 3), and JSON text must be"));
   CHECK(!std::filesystem::exists(fx.dir.file("bad-name")));
+  // So is a tensor-name prefix that is not UTF-8, before the folder is made.
+  std::string refused = "no error";
+  try {
+    graft::lora::save(ad, fx.dir.file("bad-prefix"), {.prefix = "base\xc3."});
+  } catch (const graft::format_error& e) {
+    refused = e.what();
+  }
+  CHECK_THAT(refused, Catch::StartsWith("[graft.format] cannot save to '" + fx.dir.file("bad-prefix") + "': tensor name \"base\\xc3.") &&
+                          Catch::EndsWith("is not valid UTF-8 (byte 4; the prefix is \"base\\xc3.\")"));
+  CHECK(!std::filesystem::exists(fx.dir.file("bad-prefix")));
   CHECK(graft::read_safetensors_metadata(fx.dir.file("adapter/adapter_model.safetensors")) ==
         std::map<std::string, std::string>{{"format", "pt"}});
 

@@ -22,6 +22,7 @@
 #include <graft/detail/join.hpp>
 #include <graft/error.hpp>
 #include <graft/lora/peft.hpp>
+#include <graft/formats/detail/json.hpp>
 #include <graft/formats/safetensors/write.hpp>
 #include <graft/io/detail/atomic_file.hpp>
 #include <graft/lora/adapters.hpp>
@@ -89,11 +90,18 @@ GRAFT_FUNC void save(const adapters& a, const std::string& folder, const save_op
   } catch (const format_error& e) {
     throw format_error(fmt::format("cannot save to '{}': {}", folder, e.message()), {.file = folder, .file_in_message = true});
   }
+  // Every name is checked before the folder is made: a safetensors header is JSON, UTF-8 only.
+  auto tensors = peft_tensors(a, opts.prefix);
+  for (auto& [k, t] : tensors) {
+    if (auto bad = graft::detail::invalid_utf8_at(k); bad != std::string::npos)
+      throw format_error(fmt::format("cannot save to '{}': tensor name {} is not valid UTF-8 (byte {}; the prefix is {})", folder,
+                                     graft::detail::quoted(k), bad, graft::detail::quoted(opts.prefix)),
+                         {.file = folder, .file_in_message = true});
+    t = t.detach();
+  }
   std::error_code ec;
   fs::create_directories(folder, ec);
   if (ec) throw io_error(fmt::format("cannot create the folder '{}': {}", folder, ec.message()), {.file = folder, .file_in_message = true});
-  auto tensors = peft_tensors(a, opts.prefix);
-  for (auto& [k, t] : tensors) t = t.detach();
   write_safetensors((fs::path(folder) / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
   auto config = (fs::path(folder) / "adapter_config.json").string();
   graft::detail::write_atomically(config, [&](graft::detail::atomic_file& out) { out.write(text.data(), text.size()); });

@@ -22,8 +22,8 @@
 
 namespace graft::detail {
 
-/// The offset of the first byte of `s` that is not part of well-formed UTF-8 (no overlong
-/// forms, no surrogates, nothing above U+10FFFF), or npos if there is none.
+/// The offset of the first byte of `s` that starts no well-formed UTF-8 sequence (no overlong
+/// forms, no surrogates, nothing above U+10FFFF, nothing cut short), or npos if there is none.
 inline std::size_t invalid_utf8_at(std::string_view s) noexcept {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const std::size_t n = s.size();
@@ -40,9 +40,9 @@ inline std::size_t invalid_utf8_at(std::string_view s) noexcept {
     else if (c >= 0xE0 && c <= 0xEF) len = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
     else if (c >= 0xF0 && c <= 0xF4) len = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
     else return i;
-    if (i + 1 >= n || p[i + 1] < lo || p[i + 1] > hi) return i + 1 < n ? i + 1 : i;
+    if (i + 1 >= n || p[i + 1] < lo || p[i + 1] > hi) return i;
     for (std::size_t k = 2; k < len; ++k)
-      if (i + k >= n || (p[i + k] & 0xC0) != 0x80) return i + k < n ? i + k : i;
+      if (i + k >= n || (p[i + k] & 0xC0) != 0x80) return i;
     i += len;
   }
   return std::string_view::npos;
