@@ -140,6 +140,18 @@ TEST_CASE("json: what it refuses, and where", "[json]") {
         "invalid JSON at byte 103 (line 1, column 4): a NUL byte after the value (JSON never holds one; safetensors pads its header "
         "with spaces)");
   CHECK(refusal(R"({"a": {"b": 1, "b": 2}})") == "key 'b' appears twice in one JSON object");
+  // The parts are kept apart too: the file, and the key repeated.
+  auto context = [](std::string_view text) {
+    try {
+      parse(text);
+    } catch (const graft::format_error& e) {
+      return e.context();
+    }
+    return graft::error_context{.record = "no error"};
+  };
+  CHECK(context("[1,]").file == "f.json");
+  CHECK(context(R"({"b": 1, "b": 2})").file == "f.json");
+  CHECK(context(R"({"b": 1, "b": 2})").key == "b");
   CHECK(refusal(std::string(256, '[') + std::string(256, ']')) == "no error");
   CHECK(refusal(std::string(257, '[') + std::string(257, ']')) ==
         "invalid JSON at byte 356 (line 1, column 257): values nest more than 256 deep");

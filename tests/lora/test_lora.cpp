@@ -350,6 +350,21 @@ TEST_CASE("lora: refused inputs name what is wrong and change nothing", "[lora]"
     auto dora = copy("dora");
     edit_config(dora, "\"use_dora\": false", "\"use_dora\": true");
     CHECK_THROWS_WITH(graft::lora::load(*net, dora), Catch::Contains("use_dora is true: DoRA adapters are not supported"));
+    // A config that is not the JSON it should be: refused naming the file, and the key or byte.
+    auto typed = copy("typed");
+    edit_config(typed, "\"r\": 4", "\"r\": \"4\"");
+    CHECK_THROWS_WITH(graft::lora::load(*net, typed), Catch::Contains("adapter_config.json': r is a JSON string, not an integer"));
+    auto targets = copy("targets");
+    edit_config(targets, "\"target_modules\": [", "\"target_modules\": [1, ");
+    CHECK_THROWS_WITH(graft::lora::load(*net, targets),
+                      Catch::Contains("adapter_config.json': target_modules holds a JSON number, not only strings"));
+    auto broken = copy("broken");
+    edit_config(broken, "\"use_dora\": false", "\"use_dora\": fals");
+    CHECK_THROWS_WITH(graft::lora::load(*net, broken), Catch::Contains("adapter_config.json': invalid JSON at byte") &&
+                                                           Catch::Contains("',' where the rest of 'false' should be"));
+    auto twice = copy("twice");
+    edit_config(twice, "\"use_dora\": false", "\"use_dora\": false, \"use_dora\": false");
+    CHECK_THROWS_WITH(graft::lora::load(*net, twice), Catch::Contains("adapter_config.json': key 'use_dora' appears twice in one JSON object"));
     auto bn = copy("bn");
     edit_config(bn, "\"lin1\"", "\"bn\"");
     CHECK_THROWS_WITH(graft::lora::load(*net, bn), Catch::Contains("LoRA cannot wrap 'bn' (BatchNorm2d), picked by 'target_modules'"));

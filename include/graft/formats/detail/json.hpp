@@ -327,7 +327,8 @@ class json::parser {
       if (text_[i] == '\n') ++line, column = 1;
       else ++column;
     }
-    throw format_error(fmt::format("'{}': invalid JSON at byte {} (line {}, column {}): {}", file_, at_ + pos, line, column, what));
+    throw format_error(fmt::format("'{}': invalid JSON at byte {} (line {}, column {}): {}", file_, at_ + pos, line, column, what),
+                       {.file = file_, .file_in_message = true});
   }
   [[noreturn]] void fail_here(std::string_view expected) const {
     if (pos_ >= text_.size()) fail(pos_, fmt::format("the text ends where {} should be", expected));
@@ -400,7 +401,9 @@ class json::parser {
       std::unordered_set<std::string_view> seen;
       seen.reserve(o.members_.size());
       for (const auto& m : o.members_)
-        if (!seen.insert(m.key).second) throw format_error(fmt::format("'{}': key '{}' appears twice in one JSON object", file_, m.key));
+        if (!seen.insert(m.key).second)
+          throw format_error(fmt::format("'{}': key '{}' appears twice in one JSON object", file_, m.key),
+                             {.file = file_, .key = m.key, .file_in_message = true});
     }
     return o;
   }
