@@ -70,6 +70,14 @@ inline std::string quoted(std::string_view s) {
   return out + '"';
 }
 
+/// The message for a string JSON text cannot hold, "<what> "<s>" is not valid UTF-8 (byte <n>)",
+/// or nullopt if `s` is UTF-8.
+inline std::optional<std::string> not_utf8(std::string_view what, std::string_view s) {
+  const auto bad = invalid_utf8_at(s);
+  if (bad == std::string_view::npos) return std::nullopt;
+  return fmt::format("{} {} is not valid UTF-8 (byte {})", what, quoted(s), bad);
+}
+
 /// One JSON value. Objects keep their members in written order.
 class json {
  public:
@@ -367,16 +375,36 @@ class json::parser {
     if (depth > max_depth) fail(pos_, fmt::format("values nest more than {} deep", max_depth));
   }
 
+  // The comma-separated items of an object or array, the opening '{' or '[' already read, up to
+  // `close`: item() reads one.
+  template <class Item>
+  void items(char close, std::string_view expected, Item&& item) {
+    skip_space();
+    if (at(close)) {
+      ++pos_;
+      return;
+    }
+    while (true) {
+      item();
+      skip_space();
+      if (at(',')) {
+        ++pos_;
+        skip_space();
+        continue;
+      }
+      if (at(close)) {
+        ++pos_;
+        return;
+      }
+      fail_here(expected);
+    }
+  }
+
   json object(int depth) {
     check_depth(depth);
     ++pos_;  // {
     json o = json::object();
-    skip_space();
-    if (at('}')) {
-      ++pos_;
-      return o;
-    }
-    while (true) {
+    items('}', "',' or '}'", [&] {
       if (!at('"')) fail_here("a key (a string)");
       std::string key = string();
       skip_space();
@@ -385,18 +413,7 @@ class json::parser {
       skip_space();
       json v = value(depth);
       o.members_.push_back({std::move(key), std::move(v)});
-      skip_space();
-      if (at(',')) {
-        ++pos_;
-        skip_space();
-        continue;
-      }
-      if (at('}')) {
-        ++pos_;
-        break;
-      }
-      fail_here("',' or '}'");
-    }
+    });
     if (o.members_.size() > 1) {
       std::unordered_set<std::string_view> seen;
       seen.reserve(o.members_.size());
@@ -412,25 +429,8 @@ class json::parser {
     check_depth(depth);
     ++pos_;  // [
     json a = json::array();
-    skip_space();
-    if (at(']')) {
-      ++pos_;
-      return a;
-    }
-    while (true) {
-      a.elements_.push_back(value(depth));
-      skip_space();
-      if (at(',')) {
-        ++pos_;
-        skip_space();
-        continue;
-      }
-      if (at(']')) {
-        ++pos_;
-        return a;
-      }
-      fail_here("',' or ']'");
-    }
+    items(']', "',' or ']'", [&] { a.elements_.push_back(value(depth)); });
+    return a;
   }
 
   unsigned hex4() {
