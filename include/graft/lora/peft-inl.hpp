@@ -166,8 +166,8 @@ GRAFT_FUNC adapters load(torch::nn::Module& model, const std::string& folder, co
                         {.file = file, .key = p.path, .file_in_message = true});
       const auto& want = i == 0 ? sa : sb;
       if (e->tensor.sizes() != c10::IntArrayRef(want))
-        throw shape_error(fmt::format("'{}' has shape {} but the {} of '{}' ({} of rank {}) has [{}]", e->key, graft::detail::bracketed(e->tensor.sizes()), name, p.path,
-                                      graft::detail::short_type_name(typeid(*p.module)), r, graft::detail::join(want, ", ")),
+        throw shape_error(fmt::format("'{}' has shape {} but the {} of '{}' ({} of rank {}) has {}", e->key, graft::detail::bracketed(e->tensor.sizes()), name, p.path,
+                                      graft::detail::short_type_name(typeid(*p.module)), r, graft::detail::bracketed(want)),
                           err_ctx(e->key));
       if ((kind == layer_kind::embedding) != e->embedding)
         throw key_error(fmt::format("'{}' is {} factor but '{}' is {}", e->key, e->embedding ? "an embedding" : "a linear/conv",

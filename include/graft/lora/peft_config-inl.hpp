@@ -187,8 +187,7 @@ GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base
   std::vector<std::string> targets;
   for (auto& l : a.layers()) targets.push_back(l.path);
   auto utf8 = [](std::string_view what, std::string_view s) {
-    if (auto bad = graft::detail::invalid_utf8_at(s); bad != std::string_view::npos)
-      throw format_error(fmt::format("{} {} is not valid UTF-8 (byte {}), and JSON text must be", what, graft::detail::quoted(s), bad));
+    if (auto problem = graft::detail::not_utf8(what, s)) throw format_error(*problem + ", and JSON text must be");
   };
   utf8("base_model_name_or_path", base_model_name_or_path);
   for (const auto& t : targets) utf8("module path", t);

@@ -2,6 +2,7 @@
 // The definitions of safetensors/write.hpp.
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstdint>
 #include <map>
@@ -57,8 +58,7 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const auto& [name, t] = tensors[i];
     if (name == "__metadata__") fail("'__metadata__' is reserved for the metadata and cannot name a tensor");
-    if (auto bad = detail::invalid_utf8_at(name); bad != std::string::npos)
-      fail(fmt::format("tensor name {} is not valid UTF-8 (byte {})", detail::quoted(name), bad));
+    if (auto problem = detail::not_utf8("tensor name", name)) fail(*problem);
     if (!names.insert(name).second) throw key_error(fmt::format("cannot write '{}': tensor '{}' is given twice", path, name));
     if (!t.defined()) fail(fmt::format("tensor '{}' is undefined", name));
     if (t.layout() != torch::kStrided) fail(fmt::format("tensor '{}' is not a dense (strided) tensor", name));
@@ -69,17 +69,18 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std
   std::stable_sort(layout.begin(), layout.end(),
                    [&](auto a, auto b) { return tensors[a].second.element_size() > tensors[b].second.element_size(); });
 
-  for (const auto& [k, v] : metadata)
-    for (const auto* s : {&k, &v})
-      if (auto bad = detail::invalid_utf8_at(*s); bad != std::string::npos)
-        fail(fmt::format("metadata {} {} is not valid UTF-8 (byte {})", s == &k ? "key" : "value", detail::quoted(*s), bad));
+  for (const auto& [k, v] : metadata) {
+    if (auto problem = detail::not_utf8("metadata key", k)) fail(*problem);
+    if (auto problem = detail::not_utf8("metadata value", v)) fail(*problem);
+  }
 
-  // Names in the given order, data in `layout` order.
-  std::vector<std::uint64_t> starts(tensors.size());
+  // Names in the given order, data in `layout` order: each tensor's [begin, end) in the data.
+  std::vector<std::array<std::uint64_t, 2>> ranges(tensors.size());
   std::uint64_t offset = 0;
   for (auto i : layout) {
-    starts[i] = offset;
-    offset += static_cast<std::uint64_t>(tensors[i].second.numel()) * tensors[i].second.element_size();
+    const auto nbytes = static_cast<std::uint64_t>(tensors[i].second.numel()) * tensors[i].second.element_size();
+    ranges[i] = {offset, offset + nbytes};
+    offset += nbytes;
   }
   auto header = detail::json::object();
   if (!metadata.empty()) {
@@ -91,8 +92,7 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std
     auto& entry = header.append(name, detail::json::object());  // names are unique: checked above
     entry.append("dtype", detail::safetensors_code(t.scalar_type()));
     entry.append("shape", detail::json::array_of(t.sizes()));
-    const auto end = starts[i] + static_cast<std::uint64_t>(t.numel()) * t.element_size();
-    entry.append("data_offsets", detail::json::array_of(std::vector<std::uint64_t>{starts[i], end}));
+    entry.append("data_offsets", detail::json::array_of(ranges[i]));
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
