@@ -78,11 +78,19 @@ inline std::optional<std::string> not_utf8(std::string_view what, std::string_vi
   return fmt::format("{} {} is not valid UTF-8 (byte {})", what, quoted(s), bad);
 }
 
+/// A member of a JSON object; a template so that json's own inline members can hold
+/// std::vector<member> before member is complete (clang checks that in C++20 mode).
+template <class Json>
+struct json_member {
+  std::string key;
+  Json value;
+};
+
 /// One JSON value. Objects keep their members in written order.
 class json {
  public:
   enum class kind : unsigned char { null, boolean, number, string, array, object };
-  struct member;
+  using member = json_member<json>;
 
   json() noexcept = default;
   json(std::nullptr_t) noexcept {}
@@ -210,10 +218,6 @@ class json {
   std::vector<member> members_;
 };
 
-struct json::member {
-  std::string key;
-  json value;
-};
 
 inline std::size_t json::size() const noexcept { return kind_ == kind::array ? elements_.size() : members_.size(); }
 
