@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include <graft/detail/order.hpp>
 #include <graft/config.hpp>
 #include <graft/error.hpp>
 #include <graft/select/select.hpp>
@@ -34,17 +35,23 @@ GRAFT_FUNC std::size_t edit_distance(std::string_view a, std::string_view b) {
 
 GRAFT_FUNC std::vector<std::string> nearest_names(std::string_view wanted, std::vector<std::string> candidates,
                                                   std::size_t most, bool same_leaf) {
-  std::vector<std::pair<std::size_t, std::string>> scored;
+  // Candidates in name order, each once, then the nearest first (ties stay in name order).
+  std::vector<std::size_t> distance;
+  std::vector<std::string*> scored;
   std::size_t limit = std::max<std::size_t>(3, wanted.size() / 2);
-  std::sort(candidates.begin(), candidates.end());
-  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
-  for (auto& c : candidates) {
+  const std::string* previous = nullptr;
+  for (auto i : stable_order(candidates.size(), [&](std::size_t a, std::size_t b) { return candidates[a] < candidates[b]; })) {
+    auto& c = candidates[i];
+    if (previous && *previous == c) continue;
+    previous = &c;
     auto d = edit_distance(wanted, c);
-    if (d <= limit || (same_leaf && leaf_name(c) == leaf_name(wanted))) scored.emplace_back(d, std::move(c));
+    if (d <= limit || (same_leaf && leaf_name(c) == leaf_name(wanted))) distance.push_back(d), scored.push_back(&c);
   }
-  std::stable_sort(scored.begin(), scored.end(), [](auto& x, auto& y) { return x.first < y.first; });
   std::vector<std::string> out;
-  for (std::size_t i = 0; i < scored.size() && i < most; ++i) out.push_back(std::move(scored[i].second));
+  for (auto i : stable_order(scored.size(), [&](std::size_t a, std::size_t b) { return distance[a] < distance[b]; })) {
+    if (out.size() == most) break;
+    out.push_back(std::move(*scored[i]));
+  }
   return out;
 }
 

@@ -16,6 +16,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include <graft/detail/order.hpp>
 #include <graft/detail/dtypes.hpp>
 #include <graft/detail/module_access.hpp>
 #include <graft/io/detail/file_copy.hpp>
@@ -81,9 +82,9 @@ inline std::vector<std::string> rename_hints(const load_report& r) {
   for (auto& [p, n] : replace)
     if (n >= 2 || r.unexpected.size() == 1)
       found.emplace_back(n, fmt::format("{} unexpected keys differ from missing keys only in their first segment: replace_prefix({}) would match them", n, p));
-  std::stable_sort(found.begin(), found.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  auto most_first = stable_order(found.size(), [&](std::size_t a, std::size_t b) { return found[a].first > found[b].first; });
   std::vector<std::string> hints;
-  for (std::size_t i = 0; i < found.size() && i < 3; ++i) hints.push_back(std::move(found[i].second));
+  for (std::size_t i = 0; i < found.size() && i < 3; ++i) hints.push_back(std::move(found[most_first[i]].second));
   return hints;
 }
 
@@ -102,11 +103,13 @@ inline void order_as_pytorch(const torch::nn::Module& root, std::vector<load_rep
     }
     return best;
   };
-  std::vector<std::pair<std::size_t, std::size_t>> rank;
-  for (std::size_t i = 0; i < unexpected.size(); ++i) rank.emplace_back(owner(unexpected[i].key), i);
-  std::stable_sort(rank.begin(), rank.end(), [](auto& a, auto& b) { return a.first < b.first; });
+  std::vector<std::size_t> owners;
+  owners.reserve(unexpected.size());
+  for (const auto& u : unexpected) owners.push_back(owner(u.key));
   std::vector<load_report::key_entry> sorted;
-  for (auto& [o, i] : rank) sorted.push_back(std::move(unexpected[i]));
+  sorted.reserve(unexpected.size());
+  for (auto i : stable_order(owners.size(), [&](std::size_t a, std::size_t b) { return owners[a] < owners[b]; }))
+    sorted.push_back(std::move(unexpected[i]));
   unexpected = std::move(sorted);
 }
 

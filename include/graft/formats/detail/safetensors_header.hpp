@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <torch/types.h>
 
+#include <graft/detail/order.hpp>
 #include <graft/detail/dtypes.hpp>
 #include <graft/detail/join.hpp>
 #include <graft/error.hpp>
@@ -153,9 +154,11 @@ inline safetensors_header parse_safetensors_header(const mapped_file& f) {
   // an overlap means a damaged file or one whose writer disagrees with ours about the layout.
   std::vector<const safetensors_entry*> by_offset;
   by_offset.reserve(h.tensors.size());
-  for (const auto& t : h.tensors) by_offset.push_back(&t);
-  std::stable_sort(by_offset.begin(), by_offset.end(),
-                   [](auto* a, auto* b) { return std::pair(a->begin, a->end) < std::pair(b->begin, b->end); });
+  const auto& ts = h.tensors;
+  for (auto i : stable_order(ts.size(), [&](std::size_t a, std::size_t b) {
+         return ts[a].begin != ts[b].begin ? ts[a].begin < ts[b].begin : ts[a].end < ts[b].end;
+       }))
+    by_offset.push_back(&ts[i]);
   std::uint64_t covered = 0;
   const safetensors_entry* prev = nullptr;
   for (const auto* t : by_offset) {

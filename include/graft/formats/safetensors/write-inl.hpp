@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <graft/detail/order.hpp>
 #include <graft/formats/detail/json.hpp>
 #include <torch/types.h>
 
@@ -54,7 +55,6 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std
 
   // Every check happens before the file is touched.
   std::unordered_set<std::string_view> names;
-  std::vector<std::size_t> layout(tensors.size());  // indices into `tensors`, in data order
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const auto& [name, t] = tensors[i];
     if (name == "__metadata__") fail("'__metadata__' is reserved for the metadata and cannot name a tensor");
@@ -64,10 +64,11 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std
     if (t.layout() != torch::kStrided) fail(fmt::format("tensor '{}' is not a dense (strided) tensor", name));
     if (t.is_quantized() || detail::safetensors_code(t.scalar_type()).empty())
       fail(fmt::format("tensor '{}' has dtype {}, which safetensors cannot hold", name, c10::toString(t.scalar_type())));
-    layout[i] = i;
   }
-  std::stable_sort(layout.begin(), layout.end(),
-                   [&](auto a, auto b) { return tensors[a].second.element_size() > tensors[b].second.element_size(); });
+  // Indices into `tensors`, in data order: widest elements first, so every tensor is aligned.
+  auto layout = detail::stable_order(tensors.size(), [&](std::size_t a, std::size_t b) {
+    return tensors[a].second.element_size() > tensors[b].second.element_size();
+  });
 
   for (const auto& [k, v] : metadata) {
     if (auto problem = detail::not_utf8("metadata key", k)) fail(*problem);

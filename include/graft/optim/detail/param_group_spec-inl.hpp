@@ -13,6 +13,7 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
+#include <graft/detail/order.hpp>
 #include <graft/config.hpp>
 #include <graft/detail/join.hpp>
 #include <graft/error.hpp>
@@ -39,9 +40,8 @@ GRAFT_FUNC std::size_t placement::add(slot_key key, const torch::Tensor& p) {
 }
 
 GRAFT_FUNC std::vector<std::size_t> placement::order(std::vector<named_param_groups::parameter_info>& params) const {
-  std::vector<std::size_t> by(keys.size()), rank(keys.size());
-  for (std::size_t i = 0; i < by.size(); ++i) by[i] = i;
-  std::sort(by.begin(), by.end(), [&](std::size_t a, std::size_t b) { return keys[a] < keys[b]; });
+  auto by = stable_order(keys.size(), [&](std::size_t a, std::size_t b) { return keys[a] < keys[b]; });
+  std::vector<std::size_t> rank(keys.size());
   for (std::size_t g = 0; g < by.size(); ++g) rank[by[g]] = g;
   for (auto& info : params)
     if (info.group) info.group = rank[*info.group];
