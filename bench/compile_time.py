@@ -4,7 +4,7 @@
     bench/compile_time.py [--torch-python PY] [--runs N] [--opt -O2]
 
 Compiles the units in bench/compile/ (no precompiled header, the flags CMake gives a user of
-graft::graft) N times each, one at a time, and prints median seconds, peak MiB and the ratio to
+graft::graft) in N rounds of one compile per unit, one at a time, and prints median seconds, peak MiB and the ratio to
 the torch-only unit measured in the same run:
 
     torch_only    a freeze loop, two param groups, SGD and StepLR by hand; libtorch only
@@ -50,22 +50,25 @@ def main() -> int:
     version = next((l.split("=", 1)[1] for l in (build / "CMakeCache.txt").read_text().splitlines()
                     if l.startswith("GRAFT_TORCH_VERSION:")), "?")
 
-    results = {}
-    for unit in UNITS:
-        c = commands[unit]
-        argv = shlex.split(c["command"])
-        times, mems = [], []
-        for _ in range(args.runs):
+    # Round after round, every unit once per round: a slow spell of the machine then slows
+    # every unit alike instead of skewing the one being compiled (the ratios moved by 15%
+    # between runs that compiled each unit N times in a row).
+    times = {unit: [] for unit in UNITS}
+    mems = {unit: [] for unit in UNITS}
+    for r in range(args.runs):
+        for unit in UNITS:
+            c = commands[unit]
+            argv = shlex.split(c["command"])
             out = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + argv, cwd=c["directory"],
                                  capture_output=True, text=True)
             if out.returncode != 0:
                 print(out.stderr[-3000:], file=sys.stderr)
                 return 1
             secs, kb = out.stderr.strip().splitlines()[-1].split()
-            times.append(float(secs))
-            mems.append(int(kb) / 1024)
-        results[unit] = (statistics.median(times), max(mems))
-        print(f"  {unit}: {results[unit][0]:.1f} s, {results[unit][1]:.0f} MiB", file=sys.stderr)
+            times[unit].append(float(secs))
+            mems[unit].append(int(kb) / 1024)
+            print(f"  round {r + 1}, {unit}: {float(secs):.1f} s, {int(kb) / 1024:.0f} MiB", file=sys.stderr)
+    results = {unit: (statistics.median(times[unit]), max(mems[unit])) for unit in UNITS}
 
     base_t, base_m = results["torch_only"]
     print(f"\nlibtorch {version}, g++ {args.opt}, no precompiled header, median of {args.runs}\n")
