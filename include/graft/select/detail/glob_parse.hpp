@@ -141,23 +141,84 @@ constexpr std::size_t count_alternatives(std::string_view s, std::size_t cap) {
   return stack.back().product;
 }
 
+// Whether the text made of `pieces` has an empty dot-separated segment (it is empty, starts or
+// ends with '.', or holds ".."). A class or an escape never spans two pieces: braces inside
+// them do not split a pattern.
+constexpr bool has_empty_segment(const std::vector<std::string_view>& pieces) {
+  std::size_t length = 0;  // of the segment so far
+  for (auto piece : pieces)
+    for (std::size_t i = 0; i < piece.size(); ++i) {
+      if (piece[i] == '\\') ++i;
+      else if (piece[i] == '[') i = class_end(piece, i) - 1;
+      else if (piece[i] == '.') {
+        if (length == 0) return true;
+        length = 0;
+        continue;
+      }
+      ++length;
+    }
+  return length == 0;
+}
+
+// Whether some alternative of the braces has an empty segment: `done` holds the pieces of the
+// alternative so far, `todo` the texts still to expand (last first). The alternatives are
+// walked as views of the pattern, never built as strings: clang cannot evaluate libstdc++ 12's
+// std::string in a constant expression, and the check runs in one for every literal.
+constexpr bool some_alternative_has_empty_segment(std::vector<std::string_view>& done, std::vector<std::string_view>& todo) {
+  if (todo.empty()) return has_empty_segment(done);
+  auto s = todo.back();
+  todo.pop_back();
+  bool found = false;
+  std::size_t open = std::string_view::npos, close = std::string_view::npos;
+  std::vector<std::size_t> ends;  // the ',' and the '}' closing each choice of the first group
+  int depth = 0;
+  for (std::size_t i = 0; i < s.size() && close == std::string_view::npos; ++i) {
+    char c = s[i];
+    if (c == '\\') { ++i; continue; }
+    if (c == '[') { i = class_end(s, i) - 1; continue; }
+    if (c == '{') {
+      if (depth++ == 0) open = i;
+    } else if (c == '}') {
+      if (--depth == 0) ends.push_back(close = i);
+    } else if (c == ',' && depth == 1) {
+      ends.push_back(i);
+    }
+  }
+  if (close == std::string_view::npos) {
+    done.push_back(s);
+    found = some_alternative_has_empty_segment(done, todo);
+    done.pop_back();
+  } else {
+    done.push_back(s.substr(0, open));
+    std::size_t from = open + 1;
+    for (std::size_t end : ends) {
+      todo.push_back(s.substr(close + 1));
+      todo.push_back(s.substr(from, end - from));
+      found = some_alternative_has_empty_segment(done, todo);
+      todo.pop_back();
+      todo.pop_back();
+      if (found) break;
+      from = end + 1;
+    }
+    done.pop_back();
+  }
+  todo.push_back(s);
+  return found;
+}
+
 /// Everything wrong with `s` as a glob, or nothing. Usable in constant expressions.
 constexpr std::optional<glob_problem> check_glob(std::string_view s) {
   if (auto p = check_structure(s)) return p;
   if (count_alternatives(s, max_glob_alternatives) > max_glob_alternatives)
     return glob_problem{glob_issue::too_many_alternatives, s.find('{')};
-  std::vector<std::string> alts;
-  if (!expand_braces(s, alts, max_glob_alternatives))
-    return glob_problem{glob_issue::too_many_alternatives, s.find('{')};
-  for (const auto& alt : alts)
-    for (auto seg : split_segments(alt))
-      if (seg.empty()) {
-        auto brace = s.find('{');
-        if (brace != std::string_view::npos) return glob_problem{glob_issue::empty_segment, brace};
-        auto dd = s.find("..");
-        std::size_t pos = s.front() == '.' ? 0 : (dd != std::string_view::npos ? dd + 1 : s.size() - 1);
-        return glob_problem{glob_issue::empty_segment, pos};
-      }
+  std::vector<std::string_view> done, todo{s};
+  if (some_alternative_has_empty_segment(done, todo)) {
+    auto brace = s.find('{');
+    if (brace != std::string_view::npos) return glob_problem{glob_issue::empty_segment, brace};
+    auto dd = s.find("..");
+    std::size_t pos = s.front() == '.' ? 0 : (dd != std::string_view::npos ? dd + 1 : s.size() - 1);
+    return glob_problem{glob_issue::empty_segment, pos};
+  }
   return std::nullopt;
 }
 
