@@ -65,37 +65,52 @@ constexpr std::optional<glob_problem> check_structure(std::string_view s) {
   return std::nullopt;
 }
 
-// Expands the first top-level {a,b} group of every pattern until none is left.
-constexpr bool expand_braces(std::string_view s, std::vector<std::string>& out, std::size_t limit) {
+// The first top-level {a,b} group of a pattern: where it opens, and the ',' or '}' that ends
+// each choice (the last is the closing brace). No ends when the pattern has no whole group.
+struct brace_group {
   std::size_t open = std::string_view::npos;
+  std::vector<std::size_t> ends;
+};
+
+constexpr brace_group first_brace_group(std::string_view s) {
+  brace_group g;
   int depth = 0;
-  std::vector<std::size_t> commas;
   for (std::size_t i = 0; i < s.size(); ++i) {
     char c = s[i];
     if (c == '\\') { ++i; continue; }
     if (c == '[') { i = class_end(s, i) - 1; continue; }
     if (c == '{') {
-      if (depth++ == 0) open = i;
+      if (depth++ == 0) g.open = i;
     } else if (c == '}') {
       if (--depth == 0) {
-        std::string_view head = s.substr(0, open), tail = s.substr(i + 1);
-        std::size_t from = open + 1;
-        commas.push_back(i);
-        for (std::size_t comma : commas) {
-          std::string alt(head);
-          alt += s.substr(from, comma - from);
-          alt += tail;
-          if (!expand_braces(alt, out, limit)) return false;
-          from = comma + 1;
-        }
-        return true;
+        g.ends.push_back(i);
+        return g;
       }
     } else if (c == ',' && depth == 1) {
-      commas.push_back(i);
+      g.ends.push_back(i);
     }
   }
-  if (out.size() >= limit) return false;
-  out.emplace_back(s);
+  g.ends.clear();
+  return g;
+}
+
+// Expands the first top-level {a,b} group of every pattern until none is left.
+constexpr bool expand_braces(std::string_view s, std::vector<std::string>& out, std::size_t limit) {
+  auto g = first_brace_group(s);
+  if (g.ends.empty()) {
+    if (out.size() >= limit) return false;
+    out.emplace_back(s);
+    return true;
+  }
+  std::string_view head = s.substr(0, g.open), tail = s.substr(g.ends.back() + 1);
+  std::size_t from = g.open + 1;
+  for (std::size_t end : g.ends) {
+    std::string alt(head);
+    alt += s.substr(from, end - from);
+    alt += tail;
+    if (!expand_braces(alt, out, limit)) return false;
+    from = end + 1;
+  }
   return true;
 }
 
@@ -169,30 +184,16 @@ constexpr bool some_alternative_has_empty_segment(std::vector<std::string_view>&
   auto s = todo.back();
   todo.pop_back();
   bool found = false;
-  std::size_t open = std::string_view::npos, close = std::string_view::npos;
-  std::vector<std::size_t> ends;  // the ',' and the '}' closing each choice of the first group
-  int depth = 0;
-  for (std::size_t i = 0; i < s.size() && close == std::string_view::npos; ++i) {
-    char c = s[i];
-    if (c == '\\') { ++i; continue; }
-    if (c == '[') { i = class_end(s, i) - 1; continue; }
-    if (c == '{') {
-      if (depth++ == 0) open = i;
-    } else if (c == '}') {
-      if (--depth == 0) ends.push_back(close = i);
-    } else if (c == ',' && depth == 1) {
-      ends.push_back(i);
-    }
-  }
-  if (close == std::string_view::npos) {
+  auto g = first_brace_group(s);
+  if (g.ends.empty()) {
     done.push_back(s);
     found = some_alternative_has_empty_segment(done, todo);
     done.pop_back();
   } else {
-    done.push_back(s.substr(0, open));
-    std::size_t from = open + 1;
-    for (std::size_t end : ends) {
-      todo.push_back(s.substr(close + 1));
+    done.push_back(s.substr(0, g.open));
+    std::size_t from = g.open + 1;
+    for (std::size_t end : g.ends) {
+      todo.push_back(s.substr(g.ends.back() + 1));
       todo.push_back(s.substr(from, end - from));
       found = some_alternative_has_empty_segment(done, todo);
       todo.pop_back();
