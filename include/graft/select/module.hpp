@@ -81,11 +81,12 @@ public:
   static constexpr needs requirement = needs::module;
   explicit module_type(std::string name) : name_(std::move(name)) {}
   bool matches(const tensor_view& v) const {
-    if (auto* s = detail::as_script_node(v.owner())) {
+    const auto& owner = v.owner();
+    if (auto* s = detail::as_script_node(owner)) {
       const auto& c = s->python_class();
       return c == name_ || (c.size() > name_.size() && c.ends_with(name_) && c[c.size() - name_.size() - 1] == '.');
     }
-    return detail::short_type_name(typeid(v.owner())) == name_;
+    return detail::short_type_name(typeid(owner)) == name_;
   }
   std::string describe() const { return fmt::format("module_type(\"{}\")", name_); }
 
