@@ -9,10 +9,12 @@ GRAFT_PACKAGES=(
   libtorch-dev librange-v3-dev libfmt-dev zlib1g-dev libre2-dev
   dataset-fashion-mnist
 )
-# What the tests need besides: Catch2, graft-ckpt's CLI11 and nlohmann-json, c10d's Gloo, and
-# Python with torch and torchvision as oracles (plus venv, for the environments below).
+# What the tests need besides: Catch2, graft-ckpt's CLI11 and nlohmann-json, c10d's Gloo,
+# Python with torch and torchvision as oracles (plus venv, for the environments below), and
+# clang 16, which builds graft a second way (tests/clang).
 GRAFT_TEST_PACKAGES=(
   catch2 libcli11-dev nlohmann-json3-dev libgloo-dev python3-torch python3-torchvision python3-venv
+  clang-16
 )
 
 graft_install_packages() {
