@@ -308,6 +308,25 @@ TEST_CASE("lora: refused inputs name what is wrong and change nothing", "[lora]"
     auto seq = torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(4, 4, 3).groups(2)));
     CHECK_THROWS_WITH(graft::lora::attach(*seq, "0.weight"_glob), Catch::Contains("'0' (Conv2d with groups=2)"));
   }
+  SECTION("libtorch's Embedding with options PEFT applies to lora_A apart") {
+    namespace nn = torch::nn;
+    for (auto [opts, says] : {std::pair{nn::EmbeddingOptions(6, 4).max_norm(1.5), "'0' (torch::nn::Embedding with max_norm=1.5"},
+                              std::pair{nn::EmbeddingOptions(6, 4).scale_grad_by_freq(true), "with scale_grad_by_freq: lora_B's gradient"},
+                              std::pair{nn::EmbeddingOptions(6, 4).sparse(true), "with sparse: the gradient"}}) {
+      auto seq = nn::Sequential(nn::Embedding(opts));
+      auto seq_before = graft::test::snapshot(*seq);
+      try {
+        graft::lora::attach(*seq, "0.weight"_glob);
+        FAIL("no error");
+      } catch (const graft::option_error& e) {
+        CHECK_THAT(e.what(), Catch::Contains(says) && Catch::Contains("make the layer a graft::lora::Embedding"));
+      }
+      CHECK(graft::test::same_state(seq_before, *seq));
+      // graft's own Embedding takes the same options.
+      auto own = nn::Sequential(graft::lora::Embedding(opts));
+      CHECK(graft::lora::attach(*own, "0.weight"_glob).layers().size() == 1);
+    }
+  }
   SECTION("adapter folders that do not fit") {
     auto src = fx.fresh();
     graft::lora::save(graft::lora::attach(*src, lora_targets, {.r = 4}), fx.dir.file("good"));

@@ -122,6 +122,71 @@ print(max((merged[k] - mine[k]).abs().max().item() for k in mine))
   CHECK(max_diff(graft::read(fx.dir.file("peft_out.safetensors")).load().at("y"), y) <= 1e-5);
 }
 
+TEST_CASE("lora/peft: graft's Embedding looks lora_A up with the layer's padding_idx, max_norm and scale_grad_by_freq, as PEFT does",
+          "[lora][peft]") {
+  struct Holder : torch::nn::Module {
+    graft::lora::Embedding emb{nullptr};
+    Holder() {
+      emb = register_module(
+          "emb", graft::lora::Embedding(torch::nn::EmbeddingOptions(10, 6).padding_idx(1).max_norm(1.5).scale_grad_by_freq(true)));
+    }
+  };
+  graft::test::scratch_dir dir;
+  torch::manual_seed(11);
+  auto m = std::make_shared<Holder>();
+  auto ad = graft::lora::attach(*m, "emb.weight"_glob, {.r = 3, .alpha = 6, .init = graft::lora::init_mode::none});
+  const auto& l = ad.layers().front();
+  {
+    // Rows of W0 and columns of A longer than max_norm, so both lookups renormalize.
+    torch::NoGradGuard no_grad;
+    l.base.normal_(0, 1.5);
+    l.A.mul_(2);
+  }
+  auto tok = torch::tensor({1, 3, 3, 7, 7, 7, 0, 1, 3, 9, 2, 7}, torch::kLong).view({2, 6});
+  auto coef = torch::randn({2, 6, 6});
+  graft::write_safetensors(dir.file("before.safetensors"),
+                           {{"weight", l.base.clone()}, {"A", l.A.detach().clone()}, {"B", l.B.detach().clone()}, {"tok", tok}, {"coef", coef}});
+  auto y = m->emb->forward(tok);
+  (y * coef).sum().backward();
+
+  graft::test::run_python_with(GRAFT_PYTHON_PEFT, fmt::format(R"(
+import torch, torch.nn as nn
+from safetensors.torch import load_file, save_file
+from peft import LoraConfig, get_peft_model
+d = '{}'
+b = load_file(d + '/before.safetensors')
+class Holder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 6, padding_idx=1, max_norm=1.5, scale_grad_by_freq=True)
+h = Holder()
+with torch.no_grad():
+    h.emb.weight.copy_(b['weight'])
+pm = get_peft_model(h, LoraConfig(r=3, lora_alpha=6, target_modules=['emb'], init_lora_weights=False))
+e = pm.base_model.model.emb
+A, B = e.lora_embedding_A['default'], e.lora_embedding_B['default']
+with torch.no_grad():
+    A.copy_(b['A'])
+    B.copy_(b['B'])
+y = e(b['tok'])
+(y * b['coef']).sum().backward()
+save_file({{'y': y.detach(), 'weight': e.base_layer.weight.detach().clone(), 'A': A.detach().clone(), 'gA': A.grad, 'gB': B.grad}},
+          d + '/peft.safetensors')
+)",
+                                                              dir.path().string()));
+  auto peft = graft::read(dir.file("peft.safetensors")).load();
+  auto before = graft::read(dir.file("before.safetensors")).load();
+  // The lookups renormalized W0's and A's used rows and columns in place, as PEFT's did.
+  CHECK(max_diff(before.at("A"), l.A) > 0.1);
+  CHECK(max_diff(peft.at("weight"), l.base) <= 1e-5);
+  CHECK(max_diff(peft.at("A"), l.A) <= 1e-5);
+  CHECK(max_diff(peft.at("y"), y) <= 1e-5);
+  // scale_grad_by_freq divides A's gradient by each token's count (padding_idx gets none), not B's.
+  CHECK(max_diff(peft.at("gA"), l.A.grad()) <= 1e-5);
+  CHECK(max_diff(peft.at("gB"), l.B.grad()) <= 1e-5);
+  CHECK(l.A.grad().select(1, 1).abs().max().item<double>() == 0);
+}
+
 TEST_CASE("lora/peft: target_modules, exclude_modules, modules_to_save and rank/alpha patterns pick what PEFT picks", "[lora][peft]") {
   // A ResNet-shaped tree and a transformer-shaped one, as module paths and types.
   auto tree = std::make_shared<torch::nn::Module>("Tree");

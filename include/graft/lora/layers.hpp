@@ -125,7 +125,9 @@ public:
 TORCH_MODULE(Conv3d);
 
 /// torch::nn::Embedding, plus scale·(A[:, x])ᵀ·Bᵀ once lora::attach() wraps it, as PEFT's
-/// lora_embedding_A / lora_embedding_B (no dropout, as in PEFT).
+/// lora_embedding_A / lora_embedding_B (no dropout, as in PEFT). A is looked up with the
+/// layer's own options, as PEFT does: padding_idx, max_norm (which renormalizes A's columns in
+/// place, as the base lookup renormalizes W0's rows), scale_grad_by_freq and sparse.
 class EmbeddingImpl : public torch::nn::EmbeddingImpl, public detail::adapter_slot {
 public:
   using torch::nn::EmbeddingImpl::EmbeddingImpl;
@@ -135,6 +137,8 @@ public:
     if (!active()) return y;
     F::EmbeddingFuncOptions o;
     if (options.padding_idx()) o.padding_idx(*options.padding_idx());
+    if (options.max_norm()) o.max_norm(*options.max_norm());
+    o.norm_type(options.norm_type()).scale_grad_by_freq(options.scale_grad_by_freq()).sparse(options.sparse());
     return y.add(torch::matmul(F::embedding(x, a().t(), o), b().t()), scale());
   }
 };

@@ -17,6 +17,7 @@
 #include <graft/select/module.hpp>
 #include <graft/select/regex.hpp>
 #include <graft/error.hpp>
+#include <graft/lora/layers.hpp>
 #include <graft/lora/options.hpp>
 #include <graft/walk/walk.hpp>
 
@@ -62,7 +63,24 @@ inline std::int64_t trainable_elements(const torch::nn::Module& m) {
 inline std::pair<layer_kind, std::string> classify(torch::nn::Module& m, const std::string& path, std::string_view picked_by) {
   auto where = path.empty() ? std::string("the model") : fmt::format("'{}'", path);
   if (dynamic_cast<torch::nn::LinearImpl*>(&m)) return {layer_kind::linear, "Linear"};
-  if (dynamic_cast<torch::nn::EmbeddingImpl*>(&m)) return {layer_kind::embedding, "Embedding"};
+  if (auto* e = dynamic_cast<torch::nn::EmbeddingImpl*>(&m)) {
+    // PEFT looks up lora_A with the base layer's own embedding options. graft's Embedding does
+    // the same; libtorch's reads W0 + scale·ΔW through one lookup, which would apply these
+    // options to the sum instead.
+    const auto& o = e->options;
+    if (!dynamic_cast<adapter_slot*>(&m) && (o.max_norm() || o.scale_grad_by_freq() || o.sparse())) {
+      auto why = o.max_norm() ? fmt::format("max_norm={}: it would renormalize the rows of W0 + scale·ΔW, where PEFT "
+                                            "renormalizes W0's and lora_A's apart", *o.max_norm())
+                 : o.scale_grad_by_freq() ? std::string("scale_grad_by_freq: lora_B's gradient would be scaled by the "
+                                                        "token counts too, where PEFT scales only lora_A's")
+                                          : std::string("sparse: the gradient would reach lora_A and lora_B through a "
+                                                        "dense sum, where PEFT gives lora_A a sparse one");
+      throw option_error(fmt::format("LoRA cannot wrap {} (torch::nn::Embedding with {}); make the layer a "
+                                     "graft::lora::Embedding (graft/lora/layers.hpp), which computes the adapter as PEFT does",
+                                     where, why));
+    }
+    return {layer_kind::embedding, "Embedding"};
+  }
   auto conv = [&](auto* c, const char* name) -> std::pair<layer_kind, std::string> {
     if (c->options.groups() != 1)
       throw option_error(fmt::format("LoRA cannot wrap {} ({} with groups={}): its adapter could not be merged into "
