@@ -10,8 +10,8 @@
 
 #include <fmt/format.h>
 
-#include <graft/detail/order.hpp>
 #include <graft/config.hpp>
+#include <graft/detail/order.hpp>
 #include <graft/error.hpp>
 #include <graft/select/select.hpp>
 #include <graft/walk/walk.hpp>

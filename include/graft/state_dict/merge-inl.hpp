@@ -16,16 +16,16 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
-#include <graft/detail/order.hpp>
 #include <graft/detail/dtypes.hpp>
 #include <graft/detail/module_access.hpp>
+#include <graft/detail/order.hpp>
 #include <graft/io/detail/file_copy.hpp>
 #include <graft/select/select.hpp>
+#include <graft/state_dict/merge.hpp>
 #include <graft/state_dict/pipeline.hpp>
 #include <graft/state_dict/policy.hpp>
 #include <graft/state_dict/report.hpp>
 #include <graft/state_dict/state_dict.hpp>
-#include <graft/state_dict/merge.hpp>
 #include <graft/walk/walk.hpp>
 
 namespace graft {

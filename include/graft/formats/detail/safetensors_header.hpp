@@ -15,12 +15,12 @@
 #include <fmt/format.h>
 #include <torch/types.h>
 
-#include <graft/detail/order.hpp>
 #include <graft/detail/dtypes.hpp>
 #include <graft/detail/join.hpp>
+#include <graft/detail/order.hpp>
 #include <graft/error.hpp>
-#include <graft/io/mapped_file.hpp>
 #include <graft/formats/detail/json.hpp>
+#include <graft/io/mapped_file.hpp>
 
 namespace graft::detail {
 

@@ -13,14 +13,14 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <graft/detail/order.hpp>
-#include <graft/formats/detail/json.hpp>
 #include <torch/types.h>
 
+#include <graft/detail/order.hpp>
 #include <graft/error.hpp>
-#include <graft/io/detail/atomic_file.hpp>
+#include <graft/formats/detail/json.hpp>
 #include <graft/formats/detail/safetensors_header.hpp>
 #include <graft/formats/safetensors/write.hpp>
+#include <graft/io/detail/atomic_file.hpp>
 #include <graft/state_dict/value.hpp>
 
 namespace graft {

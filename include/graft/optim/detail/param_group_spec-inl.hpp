@@ -13,9 +13,9 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
-#include <graft/detail/order.hpp>
 #include <graft/config.hpp>
 #include <graft/detail/join.hpp>
+#include <graft/detail/order.hpp>
 #include <graft/error.hpp>
 #include <graft/optim/detail/named_param_groups.hpp>
 #include <graft/optim/detail/param_group_spec.hpp>
