@@ -4,8 +4,8 @@
     bench/compile_time.py [--torch-python PY] [--runs N] [--opt -O2]
 
 Compiles the units in bench/compile/ (no precompiled header, the flags CMake gives a user of
-graft::graft) in N rounds of one compile per unit, one at a time, and prints median seconds, peak MiB and the ratio to
-the torch-only unit measured in the same run:
+graft::graft) in N rounds of one compile per unit, one at a time, after one untimed compile, and prints median
+seconds, peak MiB and the ratio to the torch-only unit measured in the same run:
 
     torch_only    a freeze loop, two param groups, SGD and StepLR by hand; libtorch only
     include_only  the same, plus #include <graft/graft.hpp>
@@ -53,6 +53,11 @@ def main() -> int:
     # Round after round, every unit once per round: a slow spell of the machine then slows
     # every unit alike instead of skewing the one being compiled (the ratios moved by 15%
     # between runs that compiled each unit N times in a row).
+    # One untimed compile first: the first compile in a while reads the compiler and every header
+    # from disk and took a third longer (24.8 s against 18.6 s for torch_only), which a median
+    # of two rounds would carry into the baseline.
+    warm = commands["torch_only"]
+    subprocess.run(shlex.split(warm["command"]), cwd=warm["directory"], check=True, capture_output=True)
     times = {unit: [] for unit in UNITS}
     mems = {unit: [] for unit in UNITS}
     for r in range(args.runs):
