@@ -191,9 +191,10 @@ constexpr bool some_alternative_has_empty_segment(std::vector<std::string_view>&
     done.pop_back();
   } else {
     done.push_back(s.substr(0, g.open));
+    const auto tail = s.substr(g.ends.back() + 1);
     std::size_t from = g.open + 1;
     for (std::size_t end : g.ends) {
-      todo.push_back(s.substr(g.ends.back() + 1));
+      todo.push_back(tail);
       todo.push_back(s.substr(from, end - from));
       found = some_alternative_has_empty_segment(done, todo);
       todo.pop_back();
