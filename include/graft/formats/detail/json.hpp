@@ -218,7 +218,6 @@ class json {
   std::vector<member> members_;
 };
 
-
 inline std::size_t json::size() const noexcept { return kind_ == kind::array ? elements_.size() : members_.size(); }
 
 inline json& json::append(std::string key, json v) {

@@ -152,16 +152,13 @@ inline safetensors_header parse_safetensors_header(const mapped_file& f) {
 
   // The ranges must tile the data section exactly, as the reference reader requires: a gap or
   // an overlap means a damaged file or one whose writer disagrees with ours about the layout.
-  std::vector<const safetensors_entry*> by_offset;
-  by_offset.reserve(h.tensors.size());
   const auto& ts = h.tensors;
-  for (auto i : stable_order(ts.size(), [&](std::size_t a, std::size_t b) {
-         return ts[a].begin != ts[b].begin ? ts[a].begin < ts[b].begin : ts[a].end < ts[b].end;
-       }))
-    by_offset.push_back(&ts[i]);
   std::uint64_t covered = 0;
   const safetensors_entry* prev = nullptr;
-  for (const auto* t : by_offset) {
+  for (auto i : stable_order(ts.size(), [&](std::size_t a, std::size_t b) {
+         return ts[a].begin != ts[b].begin ? ts[a].begin < ts[b].begin : ts[a].end < ts[b].end;
+       })) {
+    const auto* t = &ts[i];
     if (t->begin < covered)
       fail(fmt::format("tensor '{}' (data_offsets [{}, {}]) overlaps tensor '{}' ([{}, {}])", t->name, t->begin, t->end,
                        prev->name, prev->begin, prev->end));
