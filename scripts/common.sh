@@ -6,7 +6,7 @@ GRAFT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # What building graft and its tutorials needs.
 GRAFT_PACKAGES=(
   build-essential cmake ninja-build pkg-config
-  libtorch-dev librange-v3-dev libfmt-dev zlib1g-dev libre2-dev
+  libtorch-dev librange-v3-dev libfmt-dev zlib1g-dev libre2-dev libcli11-dev
   dataset-fashion-mnist
 )
 # What the tests need besides: Catch2, graft-ckpt's CLI11 and nlohmann-json, c10d's Gloo,
