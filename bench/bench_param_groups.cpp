@@ -74,7 +74,7 @@ void graft_param_groups_make(benchmark::State& state) {
   auto& n = net();
   for (auto _ : state) {
     auto groups = graft::param_groups(*n).group("head", "fc.**"_glob, {.lr_scale = 10}).rest("backbone").no_decay().build(base_options());
-    auto opt = groups.make_optimizer<torch::optim::SGD>(base_options());
+    auto opt = groups.make_optimizer<torch::optim::SGD>();
     benchmark::DoNotOptimize(opt.param_groups().data());
   }
 }

@@ -115,7 +115,7 @@ void hand_param_groups(benchmark::State& state) {
 void graft_param_groups(benchmark::State& state) {
   for (auto _ : state) {
     auto groups = graft::param_groups(*view).group("head", "fc.**"_glob, {.lr_scale = 10}).rest("backbone").no_decay().build(base_options());
-    auto opt = groups.make_optimizer<torch::optim::SGD>(base_options());
+    auto opt = groups.make_optimizer<torch::optim::SGD>();
     benchmark::DoNotOptimize(opt.param_groups().data());
   }
 }

@@ -30,7 +30,7 @@ int main() {
 
   // make_optimizer installs the groups as built (libtorch 2.x's SGD(groups, base) would give
   // the no-decay groups base's weight decay back).
-  auto opt = groups.make_optimizer<torch::optim::SGD>(base);
+  auto opt = groups.make_optimizer<torch::optim::SGD>();
   graft::lr_scheduler sched(opt, graft::warmup({.start_factor = 0.1, .steps = 2}, graft::cosine_annealing{.t_max = 6}));
   fmt::print("schedule: {}\n", sched.schedule_name());
   std::string header = fmt::format("{:>5}", "epoch");

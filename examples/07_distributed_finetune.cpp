@@ -51,9 +51,9 @@ int run_rank() {
   //    file has Python DDP's "module." keys; load() strips them.
   torch::manual_seed(rank);  // deliberately different: the checkpoint must make them equal
   auto net = models::resnet(18, 4);
-  auto report = dist::load(*pg, *net, "pretrained.pt");
+  auto report = dist::load(pg, *net, "pretrained.pt");
   if (report) say("rank 0 loaded {} tensors from pretrained.pt and shared them\n", report->loaded.size());
-  dist::verify_identical(*pg, *net);
+  dist::verify_identical(pg, *net);
   say("all {} ranks hold identical weights\n", world);
 
   // 3. The recipe, identical on every rank.
@@ -62,7 +62,7 @@ int run_rank() {
   graft::train(*net);
   auto base = torch::optim::SGDOptions(0.005).momentum(0.9);
   auto groups = graft::param_groups(*net).group("head", "fc.**"_glob, {.lr_scale = 10}).rest("backbone").build(base);
-  auto opt = groups.make_optimizer<torch::optim::SGD>(base);
+  auto opt = groups.make_optimizer<torch::optim::SGD>();
 
   // 4. Average exactly the trainable gradients; the selection is checked to agree on all ranks.
   dist::gradient_averager avg(pg, *net, graft::trainable, {.overlap = true});
@@ -86,8 +86,8 @@ int run_rank() {
 
   // 5. Still identical everywhere; one writer saves, atomically, with DDP's keys so Python's
   //    DDP-wrapped model can load_state_dict it as is.
-  dist::verify_identical(*pg, *net);
-  dist::save(*pg, *net, "finetuned.pt", {.key_prefix = "module."});
+  dist::verify_identical(pg, *net);
+  dist::save(pg, *net, "finetuned.pt", {.key_prefix = "module."});
   auto saved = dist::read_checkpoint("finetuned.pt");
   say("rank 0 wrote finetuned.pt: {} tensors, first key '{}'\n", saved.size(), saved.entries().front().key);
 

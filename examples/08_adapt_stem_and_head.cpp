@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
       if (nl == std::string::npos) nl = table.size();
       fmt::print("   {}\n", table.substr(at, nl - at));
     }
-    auto opt = groups.make_optimizer<torch::optim::SGD>(torch::optim::SGDOptions(0.002).momentum(0.9));
+    auto opt = groups.make_optimizer<torch::optim::SGD>();
     auto train = fashion_mnist::few_shot(data.train, 100);
     auto x = fashion_mnist::normalize(train.images);
     graft::train(*net);

@@ -173,7 +173,7 @@ int main(int argc, char** argv) try {
                     .group("adapters", "**.lora_{A,B}.weight"_glob)
                     .group("head", "fc.**"_glob, {.lr_scale = 10})
                     .build(sgd(0.01));
-  auto opt = groups.make_optimizer<torch::optim::SGD>(sgd(0.01));
+  auto opt = groups.make_optimizer<torch::optim::SGD>();
   run("LoRA", net, opt, [&] { adapters.refresh(); });
 
   // 3. What each costs.

@@ -81,7 +81,7 @@ int main(int argc, char** argv) try {
   auto head_glob = graft::glob(graft::runtime(head + ".**"));
   auto groups = graft::param_groups(*net).group("head", head_glob, {.lr_scale = 10}).rest("backbone").build(sgd);
   fmt::print("{}\n", indented(fmt::format("{}", groups)));
-  auto opt = groups.make_optimizer<torch::optim::SGD>(sgd);
+  auto opt = groups.make_optimizer<torch::optim::SGD>();
   const std::int64_t warm = steps / 10;
   graft::lr_scheduler sched(opt, graft::warmup(graft::linear_warmup{.start_factor = 0.1, .steps = warm},
                                                graft::cosine_annealing{.t_max = steps - warm}));

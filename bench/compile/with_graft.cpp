@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
                     .group("head", "fc.*"_glob, {.lr_scale = 10})
                     .rest("body")
                     .build(torch::optim::SGDOptions(0.01).momentum(0.9));
-  auto opt = groups.make_optimizer<torch::optim::SGD>(torch::optim::SGDOptions(0.01));
+  auto opt = groups.make_optimizer<torch::optim::SGD>();
   graft::lr_scheduler sched(opt, graft::cosine_annealing{.t_max = 10});
   train_steps(net, opt, sched, 2);
   return 0;

@@ -34,7 +34,7 @@ TEST_CASE("rank: mismatched selection", "[.rank]") {
       rank);
   REQUIRE_THROWS_WITH(dist::gradient_averager(pg, *net), Equals(expected));
   // The group is still usable afterwards: nothing was left half-done.
-  dist::verify_identical(*pg, *net, "fc.*"_glob);
+  dist::verify_identical(pg, *net, "fc.*"_glob);
 }
 
 TEST_CASE("a selection that differs on one rank fails on every rank, naming the first differing tensor", "[distributed]") {
@@ -57,28 +57,28 @@ TEST_CASE("rank: broadcast and verify", "[.rank]") {
                               rank, key, n, of));
   };
   // Different random inits: the 20 convolutions and the head differ (BatchNorm starts at 1 and 0).
-  REQUIRE_THROWS_WITH(dist::verify_identical(*pg, *net), differs(0, "conv1.weight", 22, 122));
+  REQUIRE_THROWS_WITH(dist::verify_identical(pg, *net), differs(0, "conv1.weight", 22, 122));
 
   // Share the head only: it agrees, the rest does not.
-  auto head = dist::broadcast(*pg, *net, "fc.*"_glob);
+  auto head = dist::broadcast(pg, *net, "fc.*"_glob);
   CHECK(head.tensors == 2);
   CHECK(head.bytes == (4 * 512 + 4) * 4);
   CHECK(head.calls == 1);
-  dist::verify_identical(*pg, *net, "fc.*"_glob);
-  REQUIRE_THROWS_WITH(dist::verify_identical(*pg, *net, "layer4.**"_glob),
+  dist::verify_identical(pg, *net, "fc.*"_glob);
+  REQUIRE_THROWS_WITH(dist::verify_identical(pg, *net, "layer4.**"_glob),
                       differs(0, "layer4.0.conv1.weight", 5, 30));
 
   // Share everything from rank 1: identical, and equal to rank 1's own values.
   auto before = net->named_parameters()["layer2.0.conv1.weight"].clone();
-  auto all = dist::broadcast(*pg, *net, graft::everything, {.root = 1, .bucket_bytes = 8 << 20});
+  auto all = dist::broadcast(pg, *net, graft::everything, {.root = 1, .bucket_bytes = 8 << 20});
   CHECK(all.tensors == 122);
   CHECK(all.calls >= 5);  // 44.7 MB of float tensors in 8 MB buckets, plus the int64 counters
-  dist::verify_identical(*pg, *net);
+  dist::verify_identical(pg, *net);
   if (rank == 1) CHECK(torch::equal(net->named_parameters()["layer2.0.conv1.weight"], before));
 
   // One statistic drifts on one rank: named, and counted.
   if (rank == 1) net->named_buffers()["layer3.0.bn1.running_mean"].add_(1e-6);
-  REQUIRE_THROWS_WITH(dist::verify_identical(*pg, *net), differs(0, "layer3.0.bn1.running_mean", 1, 122));
+  REQUIRE_THROWS_WITH(dist::verify_identical(pg, *net), differs(0, "layer3.0.bn1.running_mean", 1, 122));
 }
 
 TEST_CASE("broadcast shares selected tensors from one rank; verify_identical names the first that differs", "[distributed]") {
@@ -93,7 +93,7 @@ TEST_CASE("rank: lost peer", "[.rank]") {
   torch::manual_seed(0);
   auto net = models::resnet(18, 4);
   auto t0 = std::chrono::steady_clock::now();
-  REQUIRE_THROWS_WITH(dist::verify_identical(*pg, *net), Contains("[graft.distributed] rank 0 of 2: verify_identical failed:"));
+  REQUIRE_THROWS_WITH(dist::verify_identical(pg, *net), Contains("[graft.distributed] rank 0 of 2: verify_identical failed:"));
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
 }
 
@@ -111,23 +111,23 @@ TEST_CASE("rank: failed load and save", "[.rank]") {
   auto net = models::resnet(18, 4);
   auto missing = (dir / "missing.pt").string();
   if (rank == 0)
-    REQUIRE_THROWS_WITH(dist::load(*pg, *net, missing),
+    REQUIRE_THROWS_WITH(dist::load(pg, *net, missing),
                         Equals(fmt::format("[graft.io] cannot open '{}': No such file or directory", missing)));
   else
-    REQUIRE_THROWS_WITH(dist::load(*pg, *net, missing),
+    REQUIRE_THROWS_WITH(dist::load(pg, *net, missing),
                         Equals(fmt::format("[graft.io] rank 1 of 2: rank 0 could not load '{}': "
                                            "cannot open '{}': No such file or directory",
                                            missing, missing)));  // the root's kind, on every rank
   // A checkpoint the plan refuses: the head has 10 classes, the model 4.
   auto other = models::resnet(18, 10);
   auto wrong = (dir / "ten_classes.pt").string();
-  dist::save(*pg, *other, wrong);
+  dist::save(pg, *other, wrong);
   if (rank == 0)
-    REQUIRE_THROWS_AS(dist::load(*pg, *net, wrong), graft::load_error);
+    REQUIRE_THROWS_AS(dist::load(pg, *net, wrong), graft::load_error);
   else {
     // The root's kind on every rank: a refused plan of mismatched shapes is a shape_error.
     try {
-      dist::load(*pg, *net, wrong);
+      dist::load(pg, *net, wrong);
       FAIL("dist::load did not throw");
     } catch (const graft::shape_error& e) {
       CHECK_THAT(std::string(e.what()), Contains("rank 0 could not load") && Contains("fc.weight"));
@@ -135,7 +135,7 @@ TEST_CASE("rank: failed load and save", "[.rank]") {
   }
   // Saving where the writer cannot write fails on every rank.
   auto nowhere = (dir / "no" / "such" / "dir.pt").string();
-  REQUIRE_THROWS_WITH(dist::save(*pg, *net, nowhere, {.writer = 1}),
+  REQUIRE_THROWS_WITH(dist::save(pg, *net, nowhere, {.writer = 1}),
                       Contains(rank == 1 ? "[graft.io] cannot write" : "rank 0 of 2: rank 1 could not save"));
 }
 

@@ -29,7 +29,7 @@ inline torch::optim::SGD recipe_optimizer(models::ResNet& net) {
   graft::train(*net);
   auto base = torch::optim::SGDOptions(0.01).momentum(0.9);
   auto groups = graft::param_groups(*net).group("head", "fc.**"_glob, {.lr_scale = 10}).rest("backbone").build(base);
-  return groups.make_optimizer<torch::optim::SGD>(base);
+  return groups.make_optimizer<torch::optim::SGD>();
 }
 
 /// Step `step`'s global batch, the same on every rank.

@@ -29,9 +29,9 @@ TEST_CASE("rank: recipe training", "[.rank]") {
 
   torch::manual_seed(100 + rank);  // different random inits: the shared checkpoint must win
   auto net = models::resnet(18, 4);
-  auto report = dist::load(*pg, *net, (dir / "pretrained.pt").string());
+  auto report = dist::load(pg, *net, (dir / "pretrained.pt").string());
   CHECK(report.has_value() == (rank == 0));
-  dist::verify_identical(*pg, *net);
+  dist::verify_identical(pg, *net);
 
   auto opt = graft::test::recipe_optimizer(net);
   // A small bucket cap so the trainable set spans several buckets.
@@ -45,8 +45,8 @@ TEST_CASE("rank: recipe training", "[.rank]") {
     avg.average();
     opt.step();
   }
-  dist::verify_identical(*pg, *net);
-  dist::save(*pg, *net, (dir / "final.pt").string(), {.key_prefix = "module."});
+  dist::verify_identical(pg, *net);
+  dist::save(pg, *net, (dir / "final.pt").string(), {.key_prefix = "module."});
   graft::test::write_tensors((dir / fmt::format("rank{}.pt", rank)).string(), graft::state_dict(*net));
   auto s = avg.stats();
   std::ofstream(dir / fmt::format("stats{}.txt", rank))

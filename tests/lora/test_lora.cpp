@@ -173,7 +173,7 @@ TEST_CASE("lora: training moves only the adapters; param groups and schedules wo
                     .group("adapters", "**.lora_{A,B}.weight"_glob)
                     .group("head", "fc.**"_glob, {.lr_scale = 10})
                     .build(torch::optim::SGDOptions(0.05));
-  auto opt = groups.make_optimizer<torch::optim::SGD>(torch::optim::SGDOptions(0.05));
+  auto opt = groups.make_optimizer<torch::optim::SGD>();
   REQUIRE(opt.param_groups().size() == 2);
   CHECK(opt.param_groups()[0].params().size() == 8);
   CHECK(opt.param_groups()[1].params().size() == 2);
@@ -479,4 +479,55 @@ TEST_CASE("lora: merge_into refuses factors that do not fit, naming them, and le
     CHECK(sd.keys() == keys);
     CHECK(torch::equal(sd.at("lin1.weight"), base.at("lin1.weight")));
   }
+}
+
+// Evaluating after the optimizer's last step used to evaluate the weights of the step before,
+// unless the user remembered refresh(). graft::lr_scheduler::step(), which follows the
+// optimizer's step, now brings the merged weights up to date; merge() and save() read A and B
+// themselves and never needed it.
+TEST_CASE("lora: after an optimizer step, lr_scheduler::step updates the weights an evaluation reads; merge and save need no refresh",
+          "[lora]") {
+  lora_fixture fx;
+  auto net = fx.fresh();
+  auto ad = attach_random(net);
+  torch::optim::SGD opt(ad.parameters(), torch::optim::SGDOptions(0.5));
+  graft::lr_scheduler sched(opt, graft::step_lr{.step_size = 10});
+  auto target = torch::randint(0, 5, {4}, torch::kLong);
+  const auto train_step = [&] {
+    ad.refresh();
+    auto loss = torch::nn::functional::cross_entropy(net->forward(fx.img, fx.tok), target);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  };
+  train_step();
+  auto before_step = fx.run(net);  // the weights of the step before: what a stale evaluation sees
+  sched.step();
+  auto evaluated = fx.run(net);    // no refresh() in between
+  ad.refresh();
+  auto refreshed = fx.run(net);
+  CHECK(max_diff(before_step, refreshed) > 1e-3);  // the step changed the function
+  CHECK(max_diff(evaluated, refreshed) <= 1e-6);
+
+  // A training forward still needs refresh(): without it, backward() fails loudly.
+  train_step();
+  sched.step();
+  auto loss = torch::nn::functional::cross_entropy(net->forward(fx.img, fx.tok), target);
+  CHECK_THROWS(loss.backward());
+
+  // save() after a step, with no refresh() and no scheduler: the saved adapter is the stepped one.
+  train_step();
+  graft::lora::save(ad, fx.dir.file("after_step"));
+  ad.refresh();
+  auto stepped = fx.run(net);
+  auto loaded = fx.fresh();
+  auto loaded_ad = graft::lora::load(*loaded, fx.dir.file("after_step"));
+  CHECK(max_diff(fx.run(loaded), stepped) <= 1e-5);
+
+  // merge() after a step, likewise.
+  train_step();
+  ad.merge();
+  auto after_merge = fx.run(net);
+  ad.unmerge();  // refreshes
+  CHECK(max_diff(after_merge, fx.run(net)) <= 1e-5);
 }

@@ -88,7 +88,7 @@ TEST_CASE("param groups equal the split a user writes by hand", "[optim][param_g
   CHECK_THROWS_MATCHES(groups.index_of("body"), graft::key_error,
                        Message("[graft.key] no param group named 'body'; the groups are 'head', 'no_decay', 'backbone'"));
 
-  auto opt = groups.make_optimizer<torch::optim::SGD>(base);
+  auto opt = groups.make_optimizer<torch::optim::SGD>();
   REQUIRE(opt.param_groups().size() == 3);
   CHECK(sgd(opt.param_groups()[groups.index_of("head")]).lr() == base.lr() * 10);
 }
@@ -102,7 +102,7 @@ TEST_CASE("SGD steps use each group's learning rate", "[optim][param_groups]") {
                     .group("late", "layer4.**"_glob, {.lr = 0.003})
                     .rest("backbone")
                     .build(torch::optim::SGDOptions(base_lr));
-  auto opt = groups.make_optimizer<torch::optim::SGD>(torch::optim::SGDOptions(base_lr));
+  auto opt = groups.make_optimizer<torch::optim::SGD>();
   auto x = torch::randn({4, 3, 32, 32});
   auto y = torch::tensor({0, 1, 2, 3});
   opt.zero_grad();
@@ -138,7 +138,7 @@ TEST_CASE("frozen parameters stay out of the groups unless asked for", "[optim][
   // Frozen parameters never move, trained ones do.
   std::vector<torch::Tensor> before;
   for (auto& p : net->parameters()) before.push_back(p.detach().clone());
-  auto opt = groups.make_optimizer<torch::optim::SGD>(torch::optim::SGDOptions(0.1));
+  auto opt = groups.make_optimizer<torch::optim::SGD>();
   for (int i = 0; i < 2; ++i) {
     opt.zero_grad();
     torch::nn::functional::cross_entropy(net->forward(torch::randn({2, 3, 32, 32})), torch::tensor({0, 1})).backward();
@@ -214,7 +214,7 @@ TEST_CASE("per-group optimizer settings for every libtorch optimizer", "[optim][
   CHECK(head.amsgrad());
   CHECK(body.betas() == torch::optim::AdamOptions().betas());
   CHECK(body.weight_decay() == 0.2 * 0.5);
-  auto opt = adam.make_optimizer<torch::optim::Adam>(torch::optim::AdamOptions(1e-4));
+  auto opt = adam.make_optimizer<torch::optim::Adam>();
   CHECK(opt.param_groups().size() == 2);
 
   auto sgd_groups = graft::param_groups(*net)
@@ -229,14 +229,14 @@ TEST_CASE("per-group optimizer settings for every libtorch optimizer", "[optim][
   auto rms = graft::param_groups(*net).group("head", "fc.**"_glob, {}, graft::opt::alpha{0.9}, graft::opt::centered{true})
                  .rest("body").build(torch::optim::RMSpropOptions(0.01));
   CHECK(static_cast<const torch::optim::RMSpropOptions&>(rms["head"].options()).alpha() == 0.9);
-  auto rms_opt = rms.make_optimizer<torch::optim::RMSprop>(torch::optim::RMSpropOptions(0.01));
+  auto rms_opt = rms.make_optimizer<torch::optim::RMSprop>();
   CHECK(rms_opt.param_groups().size() == 2);
 
   auto ada = graft::param_groups(*net).group("head", "fc.**"_glob, {.lr_scale = 2}, graft::opt::lr_decay{0.1})
                  .rest("body").build(torch::optim::AdagradOptions(0.01));
   CHECK(static_cast<const torch::optim::AdagradOptions&>(ada["head"].options()).lr_decay() == 0.1);
   CHECK(static_cast<const torch::optim::AdagradOptions&>(ada["head"].options()).lr() == 0.02);
-  auto ada_opt = ada.make_optimizer<torch::optim::Adagrad>(torch::optim::AdagradOptions(0.01));
+  auto ada_opt = ada.make_optimizer<torch::optim::Adagrad>();
   CHECK(ada_opt.param_groups().size() == 2);
 
   auto adamw = graft::param_groups(*net).no_decay().rest("all").build(torch::optim::AdamWOptions(1e-3));
@@ -247,7 +247,7 @@ TEST_CASE("per-group optimizer settings for every libtorch optimizer", "[optim][
   // LBFGS keeps a single group.
   auto lbfgs = graft::param_groups(*net).rest("all", {.lr_scale = 0.5}).build(torch::optim::LBFGSOptions(1));
   CHECK(lbfgs["all"].options().get_lr() == 0.5);
-  auto lbfgs_opt = lbfgs.make_optimizer<torch::optim::LBFGS>(torch::optim::LBFGSOptions(1));
+  auto lbfgs_opt = lbfgs.make_optimizer<torch::optim::LBFGS>();
   CHECK(lbfgs_opt.param_groups().size() == 1);
   CHECK_THROWS_MATCHES(graft::param_groups(*net).group("head", "fc.**"_glob).rest("body").build(torch::optim::LBFGSOptions(1)),
                        graft::option_error,
@@ -364,7 +364,7 @@ TEST_CASE("make_optimizer equals constructing the optimizer from the groups wher
   };
   auto ga = build(*a);
   auto gb = build(*b);
-  auto ob = gb.make_optimizer<torch::optim::SGD>(base);
+  auto ob = gb.make_optimizer<torch::optim::SGD>();
   auto no_decay = gb.index_of("head.no_decay");
   CHECK(sgd(ob.param_groups()[no_decay]).weight_decay() == 0);
   torch::optim::SGD oa(ga.groups(), base);
@@ -449,4 +449,42 @@ for g in param_groups_layer_decay(m, weight_decay=0.05, layer_decay=0.75):
   compare(graft::param_groups(*net).rest("all").layer_decay(0.75, 9, layer_of).no_decay()
               .build(torch::optim::SGDOptions(lr).weight_decay(0.05)),
           timm["ld"]);
+}
+
+// One source for the options: a group added to the optimizer later (gradual unfreezing)
+// starts from the optimizer's defaults, which make_optimizer takes from build(). Given
+// different options twice, the later groups would silently lose momentum and weight decay.
+TEST_CASE("make_optimizer takes build()'s options, so groups added later keep momentum and weight decay",
+          "[optim][param_groups]") {
+  torch::manual_seed(0);
+  auto net = models::resnet(18, 10);
+  graft::freeze(*net, !"fc.**"_glob);
+  const auto base = torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(1e-4).nesterov(true);
+  auto groups = graft::param_groups(*net).rest("head").build(base);
+  REQUIRE(groups.defaults() != nullptr);
+  auto opt = groups.make_optimizer<torch::optim::SGD>();
+  CHECK(static_cast<const torch::optim::SGDOptions&>(opt.defaults()) == base);
+
+  graft::gradual_unfreezing stages(*net);
+  stages.at(1, "layer4", "layer4.**"_glob, 0.1);
+  auto done = stages.step(opt, 1);
+  REQUIRE(done.size() == 1);
+  REQUIRE(opt.param_groups().size() == 2);
+  const auto& added = static_cast<const torch::optim::SGDOptions&>(opt.param_groups().back().options());
+  CHECK(added.momentum() == 0.9);
+  CHECK(added.weight_decay() == 1e-4);
+  CHECK(added.nesterov());
+  CHECK(added.lr() == Approx(0.01));
+
+  // The same options again are accepted; others are refused before an optimizer exists.
+  CHECK(groups.make_optimizer<torch::optim::SGD>(base).param_groups().size() == 1);
+  CHECK_THROWS_MATCHES(groups.make_optimizer<torch::optim::SGD>(torch::optim::SGDOptions(0.1)), graft::option_error,
+                       Message("[graft.option] make_optimizer: its options differ from those given to build(); the groups "
+                               "were made from build()'s, and the optimizer's defaults, from which a group added later "
+                               "(gradual unfreezing, add_param_group) starts, would be these: give the options once, to "
+                               "build(), and call make_optimizer<Opt>()"));
+  CHECK_THROWS_MATCHES(groups.make_optimizer<torch::optim::Adam>(), graft::option_error,
+                       Message("[graft.option] make_optimizer: the groups were built with torch::optim::SGDOptions, not "
+                               "torch::optim::AdamOptions: build() and the optimizer take the same options type"));
+  CHECK_THROWS_AS(graft::named_param_groups().make_optimizer<torch::optim::SGD>(), graft::state_error);
 }

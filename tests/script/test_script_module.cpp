@@ -103,8 +103,7 @@ torch.jit.freeze(torch.jit.script(b)).save(d + '/frozen.pt')
   auto before = graft::state_dict(*net);
   std::vector<torch::Tensor> snapshot;
   for (auto& e : before) snapshot.push_back(e.tensor.clone());
-  auto opt = graft::param_groups(*net).group("head", "fc.**"_glob).build(torch::optim::SGDOptions(0.1)).make_optimizer<torch::optim::SGD>(
-      torch::optim::SGDOptions(0.1));
+  auto opt = graft::param_groups(*net).group("head", "fc.**"_glob).build(torch::optim::SGDOptions(0.1)).make_optimizer<torch::optim::SGD>();
   auto loss = net->forward(io.at("x")).pow(2).mean();
   loss.backward();
   opt.step();

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <graft/optim.hpp>
 #include <graft/select.hpp>
 #include <graft/transforms.hpp>
 
@@ -13,6 +14,7 @@
 
 using namespace graft::literals;
 using Catch::Matchers::Contains;
+using Catch::Matchers::Message;
 
 namespace {
 struct stats {
@@ -144,4 +146,41 @@ TEST_CASE("freeze_norm_stats selecting no statistics layer is an error", "[trans
                             torch::nn::InstanceNorm1d(torch::nn::InstanceNorm1dOptions(4).track_running_stats(true)));
   auto r = graft::freeze_norm_stats(*seq, graft::norm_layers | "**"_glob);
   CHECK(r.layers == std::vector<std::string>{"2"});
+}
+
+// libtorch's module->train() puts frozen layers back in training mode, where each forward
+// updates their statistics. graft cannot see that call, but lr_scheduler::step(), which follows
+// every optimizer step, checks, and refuses to go on naming the layer.
+TEST_CASE("lr_scheduler::step refuses to go on after module->train() undid frozen statistics", "[transforms][norm]") {
+  torch::manual_seed(3);
+  auto net = models::resnet(18, 10);
+  graft::freeze_norm_stats(*net, graft::of_type<torch::nn::BatchNorm2dImpl> & !"layer4.**"_glob);
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1));
+  graft::lr_scheduler sched(opt, graft::step_lr{.step_size = 1, .gamma = 0.5});
+  graft::train(*net);
+  sched.step();
+  CHECK(sched.epoch() == 1);
+
+  net->train();  // libtorch's own: every layer trains, the frozen ones too
+  CHECK_THROWS_MATCHES(
+      sched.step(), graft::state_error,
+      Message(fmt::format("[graft.state] lr_scheduler::step: 'bn1' of {} (and 14 more) has frozen statistics "
+                          "(freeze_norm_stats) but is in training mode, so every forward updates them: "
+                          "module->train() switched it back; switch modes with graft::train(module), which keeps "
+                          "frozen layers in eval mode (or unfreeze_norm_stats to let them train)",
+                          net->name())));
+  CHECK(sched.epoch() == 1);  // no step taken
+  CHECK(opt.param_groups()[0].options().get_lr() == 0.05);
+
+  graft::train(*net);
+  sched.step();
+  CHECK(sched.epoch() == 2);
+  // Unfrozen layers may train; a model that is gone is not checked.
+  graft::unfreeze_norm_stats(*net, graft::norm_layers);
+  net->train();
+  sched.step();
+  graft::freeze_norm_stats(*net, graft::norm_layers);
+  net->train();
+  net = nullptr;
+  CHECK_NOTHROW(sched.step());
 }

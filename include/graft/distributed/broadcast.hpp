@@ -104,8 +104,9 @@ inline walk_options state_options(bool buffers) { return {.parameters = true, .b
 /// select the same names, shapes and dtypes, or all of them throw distributed_error naming the
 /// first difference.
 template <selector S = everything_t>
-broadcast_result broadcast(c10d::ProcessGroup& pg, torch::nn::Module& module, const S& sel = everything,
+broadcast_result broadcast(const process_group& group, torch::nn::Module& module, const S& sel = everything,
                            broadcast_options o = {}) {
+  c10d::ProcessGroup& pg = detail::group_of(group, "broadcast");
   if (o.root < 0 || o.root >= pg.getSize())
     throw option_error(fmt::format("broadcast root {} is outside a world of {} processes", o.root, pg.getSize()));
   auto chosen = graft::select(module, sel, detail::state_options(o.buffers));
@@ -135,8 +136,9 @@ broadcast_result broadcast(c10d::ProcessGroup& pg, torch::nn::Module& module, co
 /// buffers by default), exchanging one checksum per tensor. Throws distributed_error on every
 /// rank, naming the first tensor that differs and how many do, if they are not.
 template <selector S = everything_t>
-void verify_identical(c10d::ProcessGroup& pg, const torch::nn::Module& module, const S& sel = everything,
+void verify_identical(const process_group& group, const torch::nn::Module& module, const S& sel = everything,
                       walk_options opts = walk_options::state()) {
+  c10d::ProcessGroup& pg = detail::group_of(group, "verify_identical");
   opts.every_name = false;
   auto chosen = graft::select(module, sel, opts);
   detail::require_same_tensors(pg, detail::describe_tensors(chosen), "verify_identical");

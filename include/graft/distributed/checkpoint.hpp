@@ -83,8 +83,8 @@ void on_one_rank(c10d::ProcessGroup& pg, int root, std::string_view what, F&& f)
 /// Saves `sd` to `path` for the whole group: rank o.writer writes a torch.save file (Python's
 /// torch.load reads it as the OrderedDict state_dict() returns), atomically; every rank
 /// returns once the file is complete, or throws if the writer failed.
-inline void save(c10d::ProcessGroup& pg, const state_dict& sd, const std::string& path, save_options o = {}) {
-  detail::on_one_rank(pg, o.writer, fmt::format("save '{}'", path), [&] {
+inline void save(const process_group& group, const state_dict& sd, const std::string& path, save_options o = {}) {
+  detail::on_one_rank(detail::group_of(group, "save"), o.writer, fmt::format("save '{}'", path), [&] {
     graft::dict d;
     d.reserve(sd.size());
     for (auto& e : sd) d.append(o.key_prefix + e.key, e.tensor.detach().to(torch::kCPU));
@@ -93,8 +93,8 @@ inline void save(c10d::ProcessGroup& pg, const state_dict& sd, const std::string
 }
 
 /// Saves `module`'s parameters and buffers under Python's state_dict() keys (see above).
-inline void save(c10d::ProcessGroup& pg, const torch::nn::Module& module, const std::string& path, save_options o = {}) {
-  dist::save(pg, pg.getRank() == o.writer ? state_dict(module) : state_dict(), path, std::move(o));
+inline void save(const process_group& group, const torch::nn::Module& module, const std::string& path, save_options o = {}) {
+  dist::save(group, detail::group_of(group, "save").getRank() == o.writer ? state_dict(module) : state_dict(), path, std::move(o));
 }
 
 /// Loads a checkpoint into every rank's `module`, reading it once: rank o.root pulls the state
@@ -104,7 +104,8 @@ inline void save(c10d::ProcessGroup& pg, const torch::nn::Module& module, const 
 /// throws on every rank. Returns the merge's report on the root, std::nullopt elsewhere.
 template <class Src>
   requires source<Src> || std::convertible_to<const Src&, std::string>
-std::optional<load_report> load(c10d::ProcessGroup& pg, torch::nn::Module& module, const Src& src, load_options o = {}) {
+std::optional<load_report> load(const process_group& group, torch::nn::Module& module, const Src& src, load_options o = {}) {
+  c10d::ProcessGroup& pg = detail::group_of(group, "load");
   std::optional<load_report> report;
   std::string what;
   if constexpr (source<Src>) what = "load " + std::string(src.describe());
@@ -117,7 +118,7 @@ std::optional<load_report> load(c10d::ProcessGroup& pg, torch::nn::Module& modul
     if (prefixed) sd = apply(std::move(sd), strip_prefix(std::string(ddp_prefix)));
     report = merge(module, sd, o.policy);
   });
-  broadcast(pg, module, everything, {.root = o.root});
+  broadcast(group, module, everything, {.root = o.root});
   return report;
 }
 

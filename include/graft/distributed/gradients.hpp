@@ -59,6 +59,7 @@ public:
   template <selector S = requires_grad_t>
   gradient_averager(process_group pg, torch::nn::Module& module, const S& sel = trainable, gradient_options o = {})
       : s_(std::make_shared<state>()) {
+    detail::group_of(pg, "gradient_averager");
     s_->pg = std::move(pg);
     s_->opts = o;
     auto chosen = graft::select(module, sel);

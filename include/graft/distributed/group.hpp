@@ -140,6 +140,12 @@ inline process_group gloo_group_from_env(gloo_options o = {}) {
 
 namespace detail {
 
+/// The group behind a handle; option_error naming the call for a null one.
+inline c10d::ProcessGroup& group_of(const process_group& pg, std::string_view what) {
+  if (!pg) throw option_error(fmt::format("{}: the process group is null", what));
+  return *pg;
+}
+
 /// "rank 1 of 2", the start of every distributed message.
 inline std::string who(const c10d::ProcessGroup& pg) {
   return fmt::format("rank {} of {}", pg.getRank(), pg.getSize());

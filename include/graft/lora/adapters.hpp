@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <torch/nn.h>  // the module headers are not self-contained: take them whole
 
+#include <graft/detail/training_state.hpp>
 #include <graft/error.hpp>
 #include <graft/lora/detail/attach.hpp>
 #include <graft/lora/layers.hpp>
@@ -27,14 +28,59 @@
 
 namespace graft::lora {
 
+namespace detail {
+// The wrapped layers, shared with graft's list of what follows an optimizer step: after a step
+// (graft::lr_scheduler::step()), the merged weight of each libtorch layer whose A or B changed
+// since the last refresh() is recomputed in place, without a graph, so that an evaluation that
+// follows the last step sees it. A training forward still needs refresh() first. libtorch's
+// optimizers step through Tensor::data(), which leaves the version counter alone, so a change
+// is seen by comparing A and B with copies kept at the last refresh (they are small); on a
+// device other than the CPU that comparison would wait for the device, so there the weights
+// are recomputed after every step without it.
+struct adapter_layers final : graft::detail::after_step_listener {
+  std::vector<layer> layers;
+  bool merged = false;
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> seen;  // A and B at the last refresh (CPU layers)
+
+  void record() {
+    torch::NoGradGuard no_grad;
+    seen.clear();
+    for (auto& l : layers)
+      if (!l.own_layer && l.A.is_cpu()) seen.emplace_back(l.A.detach().clone(), l.B.detach().clone());
+      else seen.emplace_back();
+  }
+  bool out_of_date(std::size_t i) const {
+    auto& l = layers[i];
+    if (l.own_layer) return false;
+    if (i >= seen.size() || !seen[i].first.defined()) return true;
+    return !torch::equal(l.A, seen[i].first) || !torch::equal(l.B, seen[i].second);
+  }
+  void after_step() override {
+    if (merged) return;
+    bool changed = false;
+    torch::NoGradGuard no_grad;
+    for (std::size_t i = 0; i < layers.size(); ++i)
+      if (out_of_date(i)) {
+        // In place: a training forward without refresh() then still fails loudly in backward().
+        layers[i].weight->copy_(layers[i].weight_with(layers[i].A));
+        changed = true;
+      }
+    if (changed) record();
+  }
+};
+} // namespace detail
+
 /// The adapters attach() put on a model. Keep it while the model trains: refresh() before
 /// each training forward, merge() for inference, save() (graft/lora/peft.hpp) to ship them.
 class adapters {
 public:
   adapters(torch::nn::Module& model, std::vector<layer> layers, options opts,
            std::vector<selected_tensor> saved, attach_report report)
-      : model_(&model), layers_(std::move(layers)), options_(std::move(opts)), saved_(std::move(saved)),
-        report_(std::move(report)) {}
+      : model_(&model), state_(std::make_shared<detail::adapter_layers>()), options_(std::move(opts)),
+        saved_(std::move(saved)), report_(std::move(report)) {
+    state_->layers = std::move(layers);
+    graft::detail::step_listeners().add(state_);
+  }
   // One object per set of adapters: a copy's merge() would not be seen by the original.
   adapters(const adapters&) = delete;
   adapters& operator=(const adapters&) = delete;
@@ -42,7 +88,7 @@ public:
   adapters& operator=(adapters&&) noexcept = default;
 
   /// The wrapped layers, in the model's order.
-  const std::vector<layer>& layers() const noexcept { return layers_; }
+  const std::vector<layer>& layers() const noexcept { return state_->layers; }
   /// The options they were made with.
   const lora::options& options() const noexcept { return options_; }
   /// What attach() did.
@@ -50,16 +96,17 @@ public:
   /// The model they sit on.
   torch::nn::Module& model() const noexcept { return *model_; }
   /// Whether merge() folded them into the base weights.
-  bool merged() const noexcept { return merged_; }
+  bool merged() const noexcept { return state_->merged; }
 
   /// Recomputes each layer's weight as W0 + scale·ΔW from the current A and B. Call it before
-  /// every forward whose backward trains the adapters (each training step), and after the
-  /// optimizer changed A or B before an evaluation. Under torch::NoGradGuard it records no
+  /// every forward whose backward trains the adapters (each training step). After an optimizer
+  /// step, graft::lr_scheduler::step() updates the weights for an evaluation itself; without
+  /// graft's scheduler, call refresh() before evaluating. Under torch::NoGradGuard it records no
   /// graph. Dropout applies only while the model is in training mode and gradients are
   /// recorded. While merged, the weights already hold the adapters and it does nothing.
   void refresh() {
-    if (merged_) return;
-    for (auto& l : layers_) {
+    if (state_->merged) return;
+    for (auto& l : state_->layers) {
       if (l.own_layer) continue;
       torch::Tensor a = l.A;
       if (options_.dropout > 0 && l.kind != layer_kind::embedding && model_->is_training() && torch::GradMode::is_enabled()) {
@@ -71,32 +118,33 @@ public:
       }
       *l.weight = l.weight_with(a);
     }
+    state_->record();
   }
 
   /// Folds scale·ΔW into each base weight: the layers then run at their own cost. The adapters
   /// stay (unmerge() takes them back out).
   void merge() {
-    if (merged_) throw state_error("the adapters are merged already");
+    if (state_->merged) throw state_error("the adapters are merged already");
     torch::NoGradGuard no_grad;
-    for (auto& l : layers_) {
+    for (auto& l : state_->layers) {
       l.base.add_(l.delta());
       *l.weight = l.base;
       if (l.own_layer) l.own_layer->set_active(false);
     }
-    merged_ = true;
+    state_->merged = true;
   }
 
   /// Subtracts what merge() added; the layers run with separate adapters again.
   void unmerge() {
-    if (!merged_) throw state_error("the adapters are not merged");
+    if (!state_->merged) throw state_error("the adapters are not merged");
     {
       torch::NoGradGuard no_grad;
-      for (auto& l : layers_) {
+      for (auto& l : state_->layers) {
         l.base.sub_(l.delta());
         if (l.own_layer) l.own_layer->set_active(true);
       }
     }
-    merged_ = false;
+    state_->merged = false;
     refresh();
   }
 
@@ -104,24 +152,24 @@ public:
   /// weight is its registered W0 again (with the adapters folded in if merged). The model's
   /// state dict then has its original keys. These adapters are empty afterwards.
   void unload() {
-    for (auto& l : layers_) {
+    for (auto& l : state_->layers) {
       auto children = l.module->named_children();
       if (!children.contains("lora_A") || !children.contains("lora_B"))
         throw state_error(fmt::format("'{}' lost its lora_A or lora_B child since attach(): nothing was unloaded", l.path));
     }
-    for (auto& l : layers_) {
+    for (auto& l : state_->layers) {
       *l.weight = l.base;
       if (l.own_layer) l.own_layer->disconnect();
       l.module->unregister_module("lora_A");
       l.module->unregister_module("lora_B");
     }
-    layers_.clear();
+    state_->layers.clear();
     saved_.clear();
   }
 
   /// Merges and removes the adapters (PEFT's merge_and_unload).
   void merge_and_unload() {
-    if (!merged_) merge();
+    if (!state_->merged) merge();
     unload();
   }
 
@@ -139,12 +187,11 @@ public:
 
 private:
   torch::nn::Module* model_;
-  std::vector<layer> layers_;
+  std::shared_ptr<detail::adapter_layers> state_;
   lora::options options_;
   std::vector<selected_tensor> saved_;
   attach_report report_;
-  bool merged_ = false;
-};
+  };
 
 
 namespace detail {

@@ -5,7 +5,7 @@
 //                     .group("no_decay", graft::bias | graft::norm_layers, {.weight_decay = 0})
 //                     .rest("backbone")
 //                     .build(torch::optim::SGDOptions(1e-3).momentum(0.9).weight_decay(1e-3));
-//   torch::optim::SGD opt(groups, torch::optim::SGDOptions(1e-3));
+//   auto opt = groups.make_optimizer<torch::optim::SGD>();   // build()'s options as its defaults
 // The first group (in declaration order) whose selector matches a parameter takes it; every
 // trainable parameter must land in a group; a group that takes nothing is an error.
 
@@ -107,6 +107,7 @@ public:
   template <optimizer_options O>
   named_param_groups build(const O& base) const {
     named_param_groups out;
+    out.defaults_ = std::make_shared<const O>(base);
     const auto matchers = spec_matchers();
     auto placed = detail::place_parameters(*module_, matchers, split_, out.params_);
     detail::check_groups(*module_, matchers, placed.taken);

@@ -5,13 +5,12 @@
 // child and BatchNormImpl cannot be told to ignore it without subclassing, so graft records
 // the frozen layers and graft::train(module) — module.train(), then those layers back to
 // eval — is the one call that switches a model with frozen statistics to training mode.
-// A plain module->train() unfreezes them until the next graft::train().
+// A plain module->train() unfreezes them until the next graft::train(); graft::lr_scheduler's
+// step() notices and throws state_error before a second step.
 
 #include <cstddef>
-#include <memory>
-#include <mutex>
 #include <string>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -22,6 +21,7 @@
 #include <graft/detail/module_access.hpp>
 #include <graft/detail/norm_layers.hpp>
 #include <graft/detail/script_node.hpp>
+#include <graft/detail/training_state.hpp>
 #include <graft/error.hpp>
 #include <graft/select/select.hpp>
 #include <graft/walk/walk.hpp>
@@ -54,48 +54,6 @@ inline bool has_running_stats(torch::nn::Module& m) {
   bool tracks = false;
   visit_as(running_stats_norm_types{}, m, [&](auto& layer) { tracks = layer.options.track_running_stats(); });
   return tracks;
-}
-
-// The layers whose statistics are frozen, process-wide. A weak pointer tells a live layer from
-// a destroyed one whose address was reused; a layer not owned by a shared_ptr has none.
-class frozen_norm_registry {
-public:
-  void add(torch::nn::Module& m) {
-    std::lock_guard lock(mu_);
-    auto w = m.weak_from_this();
-    layers_[&m] = {w, !w.expired()};
-  }
-  void remove(const torch::nn::Module& m) {
-    std::lock_guard lock(mu_);
-    layers_.erase(&m);
-  }
-  bool contains(const torch::nn::Module& m) {
-    std::lock_guard lock(mu_);
-    auto it = layers_.find(&m);
-    if (it == layers_.end()) return false;
-    if (it->second.owned && it->second.self.expired()) {
-      layers_.erase(it);
-      return false;
-    }
-    return true;
-  }
-  bool empty() {
-    std::lock_guard lock(mu_);
-    return layers_.empty();
-  }
-
-private:
-  struct entry {
-    std::weak_ptr<torch::nn::Module> self;
-    bool owned;
-  };
-  std::mutex mu_;
-  std::unordered_map<const torch::nn::Module*, entry> layers_;
-};
-
-inline frozen_norm_registry& frozen_norms() {
-  static frozen_norm_registry r;
-  return r;
 }
 
 // Whether `sel` picks the layer at `path`: one of its own tensors matches, or (for a name
@@ -143,10 +101,10 @@ norm_stats_result set_norm_stats(torch::nn::Module& module, const S& sel, bool f
           "cannot {} the statistics of '{}' ({}): it was traced (torch.jit.trace), which fixed its train/eval behaviour; "
           "export the model with torch.jit.script to fine-tune it with frozen statistics",
           freeze ? "freeze" : "unfreeze", r.layers[i], python_leaf(s->python_class())));
-  for (auto* layer : picked) {
-    auto& m = *layer;
+  for (std::size_t i = 0; i < picked.size(); ++i) {
+    auto& m = *picked[i];
     if (freeze) {
-      frozen_norms().add(m);
+      frozen_norms().add(m, r.layers[i], module.name());
       m.eval();
     } else {
       frozen_norms().remove(m);

@@ -6,10 +6,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
 #include <fmt/format.h>
+#include <c10/util/Type.h>
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
@@ -30,6 +32,21 @@ GRAFT_FUNC void named_param_groups::install(torch::optim::Optimizer& opt) const 
   installed.clear();
   installed.reserve(groups_.size());
   for (auto& g : groups_) installed.push_back(g);
+}
+
+GRAFT_FUNC void named_param_groups::throw_other_options(const std::string& wanted) const {
+  if (!defaults_) throw state_error("make_optimizer: these param groups were not made by build()");
+  const torch::optim::OptimizerOptions& built = *defaults_;
+  throw option_error(fmt::format("make_optimizer: the groups were built with {}, not {}: build() and the optimizer "
+                                 "take the same options type",
+                                 c10::demangle(typeid(built).name()), wanted));
+}
+
+GRAFT_FUNC void named_param_groups::throw_options_differ() {
+  throw option_error(
+      "make_optimizer: its options differ from those given to build(); the groups were made from build()'s, and "
+      "the optimizer's defaults, from which a group added later (gradual unfreezing, add_param_group) starts, would "
+      "be these: give the options once, to build(), and call make_optimizer<Opt>()");
 }
 
 GRAFT_FUNC std::size_t named_param_groups::index_of(std::string_view name) const {

@@ -10,10 +10,18 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 #include <vector>
 
 #include <fmt/format.h>
+#include <c10/util/Type.h>
+#include <torch/optim/adagrad.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/lbfgs.h>
 #include <torch/optim/optimizer.h>
+#include <torch/optim/rmsprop.h>
+#include <torch/optim/sgd.h>
 #include <torch/types.h>
 #include <torch/version.h>
 
@@ -34,6 +42,18 @@
 #endif
 
 namespace graft {
+
+namespace detail {
+// The options type of each libtorch optimizer, for make_optimizer<Opt>().
+template <class Opt> struct options_of_t {};
+template <> struct options_of_t<torch::optim::SGD> { using type = torch::optim::SGDOptions; };
+template <> struct options_of_t<torch::optim::Adam> { using type = torch::optim::AdamOptions; };
+template <> struct options_of_t<torch::optim::AdamW> { using type = torch::optim::AdamWOptions; };
+template <> struct options_of_t<torch::optim::RMSprop> { using type = torch::optim::RMSpropOptions; };
+template <> struct options_of_t<torch::optim::Adagrad> { using type = torch::optim::AdagradOptions; };
+template <> struct options_of_t<torch::optim::LBFGS> { using type = torch::optim::LBFGSOptions; };
+template <class Opt> using options_of = typename options_of_t<Opt>::type;
+} // namespace detail
 
 /// Built param groups: libtorch's groups plus their names, settings and which parameter went where.
 class named_param_groups {
@@ -57,13 +77,14 @@ public:
 
   /// libtorch's param groups, in declaration order.
   const std::vector<torch::optim::OptimizerParamGroup>& groups() const noexcept { return groups_; }
-  /// Passes straight to an optimizer: torch::optim::SGD opt(groups, defaults). From libtorch
-  /// 2.9 that constructor replaces every group option equal to its options class's default
+  /// Passes straight to an optimizer: torch::optim::SGD opt(groups, defaults). Prefer
+  /// make_optimizer<SGD>(), which takes build()'s options as the defaults: from libtorch 2.9 this
+  /// constructor replaces every group option equal to its options class's default
   /// (weight_decay 0, an lr of 1e-3, ...) with the optimizer's default, so a no-decay group
-  /// decays again: there, use make_optimizer, which installs the groups as built.
+  /// decays again.
 #if GRAFT_OPTIMIZER_MERGES_GROUP_OPTIONS
   [[deprecated("libtorch >= 2.9's optimizer constructor overwrites group options that equal their "
-               "class's defaults (a no-decay group's weight_decay 0): use groups.make_optimizer<Opt>(defaults)")]]
+               "class's defaults (a no-decay group's weight_decay 0): use groups.make_optimizer<Opt>()")]]
 #endif
   operator std::vector<torch::optim::OptimizerParamGroup>() const { return groups_; }
   std::size_t size() const noexcept { return groups_.size(); }
@@ -84,15 +105,35 @@ public:
     return std::nullopt;
   }
 
-  /// Constructs optimizer `Opt` (torch::optim::SGD, Adam, ...) over these groups. Equal to
-  /// Opt(groups, defaults), but skips libtorch's per-parameter duplicate check (a string
-  /// built per parameter), which the build already guarantees: each tensor is in one group.
+  /// The options build() was given: the optimizer's defaults. A group added to the optimizer
+  /// later (gradual unfreezing, add_param_group) starts from them. Null for a default-constructed one.
+  const torch::optim::OptimizerOptions* defaults() const noexcept { return defaults_.get(); }
+
+  /// Constructs optimizer `Opt` (torch::optim::SGD, Adam, AdamW, RMSprop, Adagrad, LBFGS; for
+  /// another optimizer name its options type too: make_optimizer<MyOpt, MyOptions>()) over
+  /// these groups, with build()'s options as its defaults: the options are given once. Equal to
+  /// Opt(groups, options), but installs the groups as built and skips libtorch's per-parameter
+  /// duplicate check (a string built per parameter), which the build already guarantees.
+  /// option_error if build() was given another optimizer's options.
+  template <class Opt, optimizer_options O = detail::options_of<Opt>>
+    requires std::derived_from<Opt, torch::optim::Optimizer> && std::constructible_from<Opt, std::vector<torch::Tensor>, O>
+  Opt make_optimizer() const {
+    const O* built = dynamic_cast<const O*>(defaults_.get());
+    if (!built) throw_other_options(c10::demangle(typeid(O).name()));
+    Opt opt(std::vector<torch::Tensor>{}, *built);
+    install(opt);
+    return opt;
+  }
+  /// The same, with the options given again: option_error unless they equal build()'s (which
+  /// the groups hold), since the optimizer's defaults would otherwise differ from its groups'
+  /// base and a group added later would silently lose momentum or weight decay.
   template <class Opt, optimizer_options O>
     requires std::derived_from<Opt, torch::optim::Optimizer> && std::constructible_from<Opt, std::vector<torch::Tensor>, O>
   Opt make_optimizer(const O& defaults) const {
-    Opt opt(std::vector<torch::Tensor>{}, defaults);
-    install(opt);
-    return opt;
+    const O* built = dynamic_cast<const O*>(defaults_.get());
+    if (!built) throw_other_options(c10::demangle(typeid(O).name()));
+    if (!(*built == defaults)) throw_options_differ();
+    return make_optimizer<Opt, O>();
   }
 
   named_param_groups() = default;
@@ -105,6 +146,8 @@ public:
 private:
   // Replaces the optimizer's param groups with copies of these (copies clone the options).
   GRAFT_FUNC void install(torch::optim::Optimizer& opt) const;
+  [[noreturn]] GRAFT_FUNC void throw_other_options(const std::string& wanted) const;
+  [[noreturn]] GRAFT_FUNC static void throw_options_differ();
   template <class...> friend class param_groups_builder;
   // Appends a built group; option_error if a group of that name exists.
   GRAFT_FUNC void add_group(std::string name, double lr, std::optional<double> weight_decay, std::vector<torch::Tensor> members,
@@ -113,6 +156,7 @@ private:
   std::vector<std::string> names_;
   std::vector<group_info> info_;
   std::vector<parameter_info> params_;
+  std::shared_ptr<const torch::optim::OptimizerOptions> defaults_;
 };
 
 } // namespace graft

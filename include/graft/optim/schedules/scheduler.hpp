@@ -15,6 +15,7 @@
 #include <torch/types.h>
 
 #include <graft/config.hpp>
+#include <graft/detail/training_state.hpp>
 #include <graft/optim/schedules/concepts.hpp>
 
 namespace graft {
@@ -62,8 +63,14 @@ public:
     apply(0, {});
   }
 
-  /// Moves to the next epoch and sets every group's lr (and momentum, for one_cycle).
-  void step() { apply(epoch_ + 1, base_lrs_); }
+  /// Moves to the next epoch and sets every group's lr (and momentum, for one_cycle). Call it
+  /// after the optimizer's step: it also checks that no layer with frozen statistics was put
+  /// back in training mode (state_error naming it: module->train() instead of graft::train),
+  /// and brings LoRA adapters' merged weights up to date with the step (lora/adapters.hpp).
+  void step() {
+    detail::check_after_optimizer_step("lr_scheduler::step");
+    apply(epoch_ + 1, base_lrs_);
+  }
   /// Takes up groups added since the last step now, at the current epoch (their lr becomes
   /// their base lr), so a group added mid-epoch trains at its scheduled lr at once.
   void sync() { apply(epoch_, base_lrs_); }
