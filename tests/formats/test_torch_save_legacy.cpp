@@ -253,3 +253,53 @@ with open(')PY" + huge + R"PY(', 'wb') as f:
                                      huge)));
   CHECK(text.find("(byte ") != std::string::npos);
 }
+
+// Files from PyTorch's older writers, which neither installed PyTorch writes any more, made the
+// way they arose: tensors reduced by torch._utils._rebuild_tensor (before _rebuild_tensor_v2),
+// and OrderedDicts by their own __reduce__, as a list of two-element lists. Judged by PyTorch
+// 2.13's safe loader, torch.load(weights_only=True), which reads both.
+TEST_CASE("legacy torch.save: _rebuild_tensor and OrderedDicts of [key, value] lists read as PyTorch 2.13's safe loader reads them",
+          "[torch_save][legacy]") {
+  scratch_dir dir;
+  // Protocol 2: PyTorch 2.13's safe loader refuses legacy files of protocols 4 and 5 (FRAME).
+  for (int protocol : {2}) {
+    INFO("protocol " << protocol);
+    auto file = dir.file(fmt::format("old_writer_p{}.pt", protocol));
+    run_python(R"PY(
+import collections, pickle, types, torch
+class OldPickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        if type(obj) is collections.OrderedDict:
+            return (collections.OrderedDict, ([[k, v] for k, v in obj.items()],))
+        if type(obj) is torch.Tensor:
+            return (torch._utils._rebuild_tensor, (obj.storage(), obj.storage_offset(), tuple(obj.size()), obj.stride()))
+        return NotImplemented
+old_pickle = types.SimpleNamespace(Pickler=OldPickler, dump=pickle.dump, __name__="pickle")
+torch.manual_seed(0)
+base = torch.randn(4, 6)
+obj = collections.OrderedDict([
+    ("conv.weight", torch.randn(8, 3, 3, 3)),
+    ("conv.bias", torch.randn(8).double()),
+    ("fc.weight", base),
+    ("fc.weight_t", base.t()),              # a view: strides, the same storage
+    ("fc.rows", base[1:3]),                  # a view with an offset
+    ("steps", torch.tensor(7)),              # 0-d
+    ("empty", torch.zeros(0, 5)),
+    ("nested", collections.OrderedDict([("mask", torch.tensor([True, False])), ("ids", torch.arange(5))])),
+])
+torch.save(obj, ")PY" + file + R"PY(", pickle_module=old_pickle, _use_new_zipfile_serialization=False,
+           pickle_protocol=)PY" + std::to_string(protocol) + "\n)\n");
+    std::string oracle = std::string(GRAFT_PYTHON_PEFT).empty() ? std::string(GRAFT_PYTHON) : std::string(GRAFT_PYTHON_PEFT);
+    auto expected = graft::test::run_python_with(
+        oracle, graft::test::py_summary + "sys.stdout.write(summary(torch.load('" + file +
+                    "', weights_only=True, map_location='cpu')))\n");
+    auto v = graft::read_torch_save(file);
+    CHECK(graft::test::summary(v) == expected);
+    // The views still share their storage, as torch.load's do.
+    auto& d = v.as_dict();
+    CHECK(d.at("fc.weight_t").as_tensor().data_ptr() == d.at("fc.weight").as_tensor().data_ptr());
+    CHECK(d.at("fc.rows").as_tensor().data_ptr() ==
+          static_cast<const char*>(d.at("fc.weight").as_tensor().data_ptr()) + 6 * sizeof(float));
+    CHECK(graft::test::summary(graft::read_torch_save_legacy(file)) == expected);
+  }
+}

@@ -67,12 +67,13 @@ protected:
       case global_id::ordered_dict: {
         arity(0, 1);
         auto d = make(kind::dict);
-        if (argc == 1) {  // OrderedDict([(k, v), ...])
+        if (argc == 1) {  // OrderedDict([(k, v), ...]); its own __reduce__ pickles [[k, v], ...]
           auto& src = arg(args, 0);
           if (src.k != kind::list && src.k != kind::tuple) fail("OrderedDict's argument must be a list of pairs");
           std::vector<std::uint32_t> items;
           for (auto p : src.items) {
-            if (nodes_[p].k != kind::tuple || nodes_[p].items.size() != 2) fail("OrderedDict's argument must be a list of pairs");
+            if ((nodes_[p].k != kind::tuple && nodes_[p].k != kind::list) || nodes_[p].items.size() != 2)
+              fail("OrderedDict's argument must be a list of pairs");
             items.push_back(nodes_[p].items[0]);
             items.push_back(nodes_[p].items[1]);
           }
@@ -115,6 +116,17 @@ protected:
           nodes_[e].i = v;
           nodes_[t].items.push_back(e);
         }
+        return;
+      }
+      case global_id::rebuild_tensor: {
+        // PyTorch's rebuild before _rebuild_tensor_v2 (still on its weights_only allow-list):
+        // storage, offset, size, stride; never requires grad.
+        arity(4, 4);
+        auto& st = arg(args, 0);
+        if (st.k != kind::storage) fail(fmt::format("_rebuild_tensor needs a storage, not a {}", kind_name(st.k)));
+        auto t = rebuild(st, int_arg(args, 1, "a storage offset"), ints_arg(args, 2, "a tensor size"),
+                         ints_arg(args, 3, "a tensor stride"));
+        nodes_[push(kind::tensor)].tensor = std::move(t);
         return;
       }
       case global_id::rebuild_tensor_v2: {
