@@ -4,12 +4,17 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <graft/formats.hpp>
 #include <graft/formats/libtorch_archive.hpp>
+#include <graft/state_dict.hpp>
 
 #include "oracle.hpp"
 
@@ -194,18 +199,120 @@ with zipfile.ZipFile('{}', 'w') as z:
                                    "[graft.format] '{}': not a readable libtorch archive (torch::save / torch.jit.save): "
                                    "global 'os.system' is not allowed",
                                    path)));
-  // Code that does not even parse is never looked at: the state is all in data.pkl.
+  // Code that does not even parse declares no module class: every attribute is read, as from
+  // an archive whose code predates `__buffers__`. Only the class lines and their
+  // `__parameters__` / `__buffers__` lists are ever looked at.
   Net net;
   torch::save(net, path);
-  run_python(fmt::format(R"(import zipfile, shutil
+  auto rewrite_code = [&](const std::string& how) {
+    run_python(fmt::format(R"(import zipfile, shutil
 src = '{0}'
 shutil.copy(src, src + '.orig')
 with zipfile.ZipFile(src + '.orig') as i, zipfile.ZipFile(src, 'w') as o:
     for r in i.infolist():
-        o.writestr(r, b'class (((' if r.filename.startswith('archive/code/') else i.read(r))
+        b = i.read(r)
+        if '/code/' in r.filename and r.filename.endswith('.py'):
+            {1}
+        o.writestr(r, b)
 )",
-                         path));
+                           path, how));
+  };
+  rewrite_code("b = b'class ((('");
   CHECK(graft::read_libtorch_archive(path).as_dict().size() == state_of(*net).size());
+  // A state list graft cannot read is refused, naming its record.
+  torch::save(net, path);
+  rewrite_code(R"(b = b.replace(b'__parameters__ = ["', b'__parameters__ = [') if r.filename.endswith('/code/__torch__.py') else b)");
+  CHECK_THAT(message_of(path), Catch::Matchers::StartsWith(fmt::format(
+                                   "[graft.format] '{}': not a readable libtorch archive (torch::save / torch.jit.save): record '",
+                                   path)) &&
+                                   Catch::Matchers::Contains("/code/__torch__.py' has a malformed __parameters__ list: [scale\", ]"));
+}
+
+TEST_CASE("read_libtorch_archive of a torch.jit.save file holds the loaded module's state_dict, in Python's order",
+          "[libtorch_archive]") {
+  scratch_dir dir;
+  auto path = dir.file("scripted.pt");
+  // Plain tensor attributes (`_state`, each Inner's `cache`, the second Inner's `extra`) are not
+  // state; the two Inners differ in their attributes, so TorchScript mangles one's class name.
+  auto printed = run_python(fmt::format(R"PY(
+import torch
+class Inner(torch.nn.Module):
+    def __init__(self, extra: bool):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+        self.cache = torch.ones(2)
+        if extra:
+            self.extra = torch.ones(1)
+    def forward(self, x):
+        return self.lin(x) + self.cache
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.register_buffer('steps', torch.full((1,), 7.0))
+        self.scale = torch.nn.Parameter(torch.full((1,), 2.0))  # a parameter after a buffer
+        self._state = torch.zeros(3)
+        self.n = 5
+        self.inner = Inner(False)
+        self.blocks = torch.nn.ModuleList([Inner(False), Inner(True)])
+        self.head = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+    def forward(self, x):
+        y = self.bn(self.conv(x)) * self.scale + self.steps + self._state.sum() + self.n
+        for b in self.blocks:
+            y = b(y)
+        return self.head(self.inner(y))
+torch.jit.save(torch.jit.script(Net()), '{0}')
+for k in torch.jit.load('{0}').state_dict().keys():
+    print('key:' + k)
+)PY",
+                                        path));
+  std::vector<std::string> want;
+  std::istringstream lines(printed);
+  for (std::string line; std::getline(lines, line);)
+    if (line.starts_with("key:")) want.push_back(line.substr(4));
+  REQUIRE(want.size() == 17);
+  CHECK(want[0] == "scale");  // Python's order: parameters, then buffers, then submodules
+  CHECK(want[1] == "steps");
+
+  auto v = graft::read_libtorch_archive(path);
+  const auto& d = v.as_dict();
+  std::vector<std::string> keys;
+  for (auto& [k, e] : d)
+    if (e.is_tensor()) keys.push_back(k.as_string());
+  CHECK(keys == want);
+  CHECK_FALSE(d.find("_state"));
+  CHECK_FALSE(d.find("inner.cache"));
+  CHECK_FALSE(d.find("blocks.1.extra"));
+  CHECK(d.at("n").as_int() == 5);  // plain values are read as before
+  CHECK(d.at("steps").as_tensor().item<float>() == 7.0f);
+  CHECK(d.at("scale").as_tensor().item<float>() == 2.0f);
+
+  auto sd = graft::read(path) | graft::collect();
+  CHECK(sd.keys() == want);
+}
+
+TEST_CASE("read_libtorch_archive reads back what write_libtorch_archive writes, plain values included",
+          "[libtorch_archive]") {
+  scratch_dir dir;
+  auto path = dir.file("values.pt");
+  graft::dict entries;
+  entries.append("w", torch::arange(3.0));
+  entries.append("epoch", 3);
+  entries.append("name", "run-1");
+  entries.append("opt.m", torch::ones(2));
+  entries.append("opt.lr", 0.5);
+  graft::write_libtorch_archive(path, entries);
+  auto v = graft::read_libtorch_archive(path);
+  const auto& d = v.as_dict();
+  std::vector<std::string> keys;
+  for (auto& [k, e] : d) keys.push_back(k.as_string());
+  CHECK(keys == std::vector<std::string>{"w", "epoch", "name", "opt.m", "opt.lr"});
+  CHECK(torch::equal(d.at("w").as_tensor(), torch::arange(3.0)));
+  CHECK(torch::equal(d.at("opt.m").as_tensor(), torch::ones(2)));
+  CHECK(d.at("epoch").as_int() == 3);
+  CHECK(d.at("name").as_string() == "run-1");
+  CHECK(d.at("opt.lr").as_number() == 0.5);
 }
 
 TEST_CASE("write_libtorch_archive writes what torch::load(module) reads", "[libtorch_archive]") {

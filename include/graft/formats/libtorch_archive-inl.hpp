@@ -29,7 +29,67 @@ namespace graft {
 
 namespace detail {
 
-/// The archive's "<archive>/data.pkl" as a scripted module's attributes, by dotted name.
+// One `__parameters__` or `__buffers__` list of a code record (`list` is what follows the
+// " = "), as TorchScript prints it: `["weight", "bias", ]`, each name quoted and followed by
+// a comma, or `[]`.
+inline std::vector<std::string> parse_state_names(const zip_archive& zip, const zip_record& r, std::string_view what,
+                                                  std::string_view list) {
+  std::vector<std::string> names;
+  bool ok = list.size() >= 2 && list.front() == '[' && list.back() == ']';
+  for (auto rest = ok ? list.substr(1, list.size() - 2) : std::string_view(); ok && !rest.empty();) {
+    if (rest.front() == ' ') {
+      rest.remove_prefix(1);
+      continue;
+    }
+    const auto close = rest.front() == '"' ? rest.find('"', 1) : std::string_view::npos;
+    ok = close != std::string_view::npos && close > 1 && (close + 1 == rest.size() || rest[close + 1] == ',');
+    if (ok) names.emplace_back(rest.substr(1, close - 1));
+    if (ok) rest.remove_prefix(std::min(close + 2, rest.size()));
+  }
+  if (!ok) zip.fail(fmt::format("record '{}' has a malformed {} list: {}", r.name, what, list.substr(0, 200)));
+  return names;
+}
+
+// The parameters and buffers each module class of the archive's code declares. A record
+// "<archive>/code/__torch__/torch/nn/modules/conv.py" holds module __torch__.torch.nn.modules.conv,
+// and its line `class Conv2d(Module):` the class data.pkl names __torch__.torch.nn.modules.conv.Conv2d
+// (a mangled class, `__torch__.___torch_mangle_3.Foo`, has its own record). Only the class lines
+// and their `__parameters__` / `__buffers__` lines are read: the code is never compiled or run.
+inline script_module_states read_script_modules(const zip_archive& zip, const std::string& prefix) {
+  script_module_states modules;
+  const std::string dir = prefix + "code/";
+  std::string inflated;
+  for (const zip_record& r : zip.records()) {
+    if (!r.name.starts_with(dir) || !r.name.ends_with(".py")) continue;
+    std::string module(r.name.substr(dir.size(), r.name.size() - dir.size() - 3));
+    std::replace(module.begin(), module.end(), '/', '.');
+    std::string cls;  // the qualified name of the class being read; empty outside one
+    std::vector<std::string> parameters;
+    for (std::string_view text = zip.bytes(r, inflated); !text.empty();) {
+      const auto eol = std::min(text.find('\n'), text.size());
+      const std::string_view line = text.substr(0, eol);
+      text.remove_prefix(std::min(eol + 1, text.size()));
+      const bool is_parameters = line.starts_with("  __parameters__ = ");
+      if (line.starts_with("class ")) {
+        cls = fmt::format("{}.{}", module, line.substr(6, line.find_first_of("(:") - 6));
+        parameters.clear();
+      } else if (!line.empty() && line.front() != ' ') {
+        cls.clear();  // a function or anything else at the top level ends the class
+      } else if (is_parameters || line.starts_with("  __buffers__ = ")) {
+        const std::string_view what = is_parameters ? "__parameters__" : "__buffers__";
+        if (cls.empty()) zip.fail(fmt::format("record '{}' declares {} outside a class", r.name, what));
+        auto names = parse_state_names(zip, r, what, line.substr(what.size() + 5));
+        // A class counts as declared once it lists its buffers, which TorchScript prints after
+        // its parameters: a class without the line keeps all its attributes (pickle_reader.hpp).
+        if (is_parameters) parameters = std::move(names);
+        else modules.insert_or_assign(cls, script_state_names{std::exchange(parameters, {}), std::move(names)});
+      }
+    }
+  }
+  return modules;
+}
+
+/// The archive's "<archive>/data.pkl" as a scripted module's state, by dotted name.
 inline dict read_libtorch_zip(const std::shared_ptr<const mapped_file>& file) {
   zip_archive zip(*file);
   const zip_record* pkl = find_pickle_record(zip);
@@ -38,16 +98,18 @@ inline dict read_libtorch_zip(const std::shared_ptr<const mapped_file>& file) {
   if (!zip.find(prefix + "constants.pkl"))
     zip.fail(fmt::format("no '{}constants.pkl' record: a Python torch.save file or another zip, not a TorchScript archive",
                          prefix));
+  // constants.pkl and code/ serve the module's TorchScript code, which graft never compiles
+  // or runs; the saved state is all in data.pkl and the data/ records it names, and code/
+  // says which of a module's tensor attributes are its parameters and buffers.
+  const auto modules = read_script_modules(zip, prefix);
   // The pickle is parsed in place when it is stored, which is what TorchScript does.
   std::string inflated;
   const auto pickle = zip.bytes(*pkl, inflated);
-  // constants.pkl and code/ serve the module's TorchScript code, which graft never compiles
-  // or runs; the saved state is all in data.pkl and the data/ records it names.
   zip_storage_loader storages{file, zip, prefix, pkl->name, true};
   unpickler reader(pickle, file->path(), pkl->name, std::ref(storages), pickle_dialect::torchscript);
   // nn.Module's bookkeeping attributes, which TorchScript keeps on every module, are not state
   // (Python's load_state_dict refuses them as unexpected keys).
-  return reader.run_flattened({"training", "_is_full_backward_hook"});
+  return reader.run_flattened({"training", "_is_full_backward_hook"}, modules);
 }
 
 // A nested OutputArchive per dotted prefix, as Module::save writes one per submodule.

@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -21,6 +22,15 @@
 #include <graft/state_dict/value.hpp>
 
 namespace graft::detail {
+
+/// What a TorchScript module class declares as its state: the names its code's
+/// `__parameters__` and `__buffers__` lists give, in their order.
+struct script_state_names {
+  std::vector<std::string> parameters, buffers;
+};
+/// An archive's module classes, by the qualified name data.pkl gives their objects
+/// (`__torch__.torch.nn.modules.conv.Conv2d`, `__torch__.___torch_mangle_3.Foo`).
+using script_module_states = std::unordered_map<std::string, script_state_names>;
 
 /// Parses one pickle (a zip record's bytes) into a graft::value.
 class unpickler : private pickle_machine {
@@ -41,43 +51,70 @@ public:
 
   /// For a TorchScript archive's data.pkl, whose root is a scripted module: runs the pickle and
   /// returns the module's attributes by dotted name, the attributes of an object held directly
-  /// in an attribute (a submodule) under "<attribute>.<name>", in the pickle's (slot) order. An
-  /// attribute named in `skip` (nn.Module's bookkeeping: `training`, `_is_full_backward_hook`)
-  /// is left out at every level.
-  dict run_flattened(std::initializer_list<std::string_view> skip) {
+  /// in an attribute (a submodule) under "<attribute>.<name>". An object whose class `modules`
+  /// declares gives, as Python's state_dict does, its parameters, then its buffers, in their
+  /// declared order, and leaves out its other tensor attributes; its other attributes
+  /// (submodules, plain values) follow in the pickle's (slot) order. An attribute named in
+  /// `skip` (nn.Module's bookkeeping: `training`, `_is_full_backward_hook`) is left out at
+  /// every level.
+  dict run_flattened(std::initializer_list<std::string_view> skip, const script_module_states& modules) {
     auto root = parse();
     if (!nodes_[root].object)
       fail(fmt::format("the pickle holds a {}, not a TorchScript module", kind_name(nodes_[root].k)));
     dict out;
     std::unordered_set<std::string> seen;
     std::string prefix;
-    flatten(root, skip, prefix, seen, out, 0);
+    flatten(root, skip, modules, prefix, seen, out, 0);
     return out;
   }
 
 private:
-  void flatten(std::uint32_t obj, std::initializer_list<std::string_view> skip, std::string& prefix, std::unordered_set<std::string>& seen, dict& out,
-               int depth) {
+  void flatten(std::uint32_t obj, std::initializer_list<std::string_view> skip, const script_module_states& modules,
+               std::string& prefix, std::unordered_set<std::string>& seen, dict& out, int depth) {
     if (depth > max_depth) fail(fmt::format("objects nest deeper than {} levels (or contain themselves)", max_depth));
+    // An object whose class the code does not declare (code/ records without `__buffers__`,
+    // as PyTorch printed them before it told buffers from other tensor attributes, or a
+    // TorchScript class that is not a module) keeps every attribute: nothing says which of its
+    // tensors are state, and leaving one out could lose a buffer.
+    const auto declared = modules.find(nodes_[obj].owned);
+    const script_state_names* state = declared == modules.end() ? nullptr : &declared->second;
+    if (state) built_ += state->parameters.size() + state->buffers.size();  // the lookups below
     if (++built_ > max_built())
       fail(fmt::format("the pickle's shared references expand to more than {} objects", max_built()));
     const auto items = nodes_[obj].items;
+    auto skipped = [&](std::string_view name) { return std::find(skip.begin(), skip.end(), name) != skip.end(); };
+    std::unordered_map<std::string_view, std::size_t> at;  // a declared class's attributes by name
     for (std::size_t k = 0; k + 1 < items.size(); k += 2) {
       const node& key = nodes_[items[k]];
       if (key.k != kind::str)
         fail(fmt::format("an attribute name of TorchScript object {} is a {}, not a str", nodes_[obj].owned, kind_name(key.k)));
-      if (std::find(skip.begin(), skip.end(), key.sv()) != skip.end()) continue;
+      if (state && !at.emplace(key.sv(), k).second) fail(fmt::format("attribute '{}{}' is given twice", prefix, key.sv()));
+    }
+    std::vector<bool> taken(items.size() / 2, false);
+    auto take = [&](std::size_t k) {
+      taken[k / 2] = true;
       const auto size = prefix.size();
-      prefix += key.sv();
+      prefix += nodes_[items[k]].sv();
       count_text(prefix.size());
       if (nodes_[items[k + 1]].object) {
         prefix += '.';
-        flatten(items[k + 1], skip, prefix, seen, out, depth + 1);
+        flatten(items[k + 1], skip, modules, prefix, seen, out, depth + 1);
       } else {
         if (!seen.insert(prefix).second) fail(fmt::format("attribute '{}' is given twice", prefix));
         out.append(prefix, to_value(items[k + 1], depth + 1));
       }
       prefix.resize(size);
+    };
+    if (state)
+      for (const auto* names : {&state->parameters, &state->buffers})
+        for (const std::string& name : *names)
+          if (auto it = at.find(name); it != at.end() && !taken[it->second / 2] && !skipped(name)) take(it->second);
+    for (std::size_t k = 0; k + 1 < items.size(); k += 2) {
+      if (taken[k / 2] || skipped(nodes_[items[k]].sv())) continue;
+      // A declared class's tensor attribute that is neither a parameter nor a buffer (a plain
+      // `self.x = torch.zeros(3)` of its __init__) is not state.
+      if (state && nodes_[items[k + 1]].k == kind::tensor) continue;
+      take(k);
     }
   }
 
