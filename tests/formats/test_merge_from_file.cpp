@@ -5,6 +5,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include <unistd.h>
 
@@ -14,6 +18,7 @@
 #include <graft/graft.hpp>
 
 #include "oracle.hpp"
+#include "resnet.hpp"
 
 using graft::test::scratch_dir;
 
@@ -183,5 +188,52 @@ TEST_CASE("copies that convert or adapt go through copy_ from the mapping", "[fo
   for (auto& e : half) {
     auto& got = e.key == "a.weight" ? net.a->weight : e.key == "a.bias" ? net.a->bias : e.key == "b.weight" ? net.b->weight : net.b->bias;
     CHECK(torch::equal(got, e.tensor.to(torch::kFloat)));
+  }
+}
+
+// PyTorch's BatchNorm rule for a checkpoint whose module versions are unknown (a plain dict:
+// no _metadata) inserts num_batches_tracked for every BatchNorm before matching, also for one
+// the checkpoint lacks entirely, so load_state_dict(strict=False) does not call it missing. A
+// state_dict() with its _metadata names every module's version, and the counter of a module
+// the file lacks is missing there. Both against the installed PyTorch.
+TEST_CASE("merge: num_batches_tracked of a BatchNorm the checkpoint lacks is missing exactly when PyTorch says so",
+          "[merge][oracle]") {
+  scratch_dir dir;
+  auto out = graft::test::run_python(R"PY(
+import torch, torchvision
+m = torchvision.models.resnet18()
+for name, sd in (("plain", dict(m.state_dict())), ("versioned", m.state_dict())):
+    for k in [k for k in sd if k.startswith("layer4.")]: del sd[k]
+    torch.save(sd, ")PY" + dir.path().string() + R"PY(/" + name + ".pth")
+    r = m.load_state_dict(sd, strict=False)
+    print(name, " ".join(r.missing_keys))
+)PY");
+  std::map<std::string, std::vector<std::string>> missing;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::string name, key;
+    words >> name;
+    while (words >> key) missing[name].push_back(key);
+  }
+  REQUIRE(missing.size() == 2);
+  CHECK(missing["plain"].size() == 25);  // layer4's 30 tensors but its 5 counters
+  CHECK(missing["versioned"].size() == 30);
+  for (auto name : {"plain", "versioned"}) {
+    INFO(name);
+    auto net = models::resnet(18);
+    auto counter = net->named_buffers()["layer4.0.bn1.num_batches_tracked"];
+    {
+      torch::NoGradGuard no_grad;
+      counter.fill_(3);
+    }
+    auto r = graft::read(dir.file(std::string(name) + ".pth")) | graft::merge(*net, graft::load_policy::non_strict());
+    CHECK(r.missing_keys() == missing[name]);
+    CHECK(r.accepted());
+#if GRAFT_TORCH_AT_LEAST(2, 2)
+    CHECK(counter.item<std::int64_t>() == 3);  // PyTorch 2.2 on keeps the module's own counter
+#else
+    CHECK(counter.item<std::int64_t>() == (std::string(name) == "plain" ? 0 : 3));
+#endif
   }
 }

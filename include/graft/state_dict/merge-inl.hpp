@@ -45,10 +45,13 @@ inline bool lossy_dtype_change(c10::ScalarType from, c10::ScalarType to) {
   return (c10::isComplexType(from) && !c10::isComplexType(to)) || (to == c10::kBool && from != c10::kBool);
 }
 
-// Renames that would turn many unexpected keys into missing ones.
+// Renames that would turn many unexpected keys into missing ones. A BatchNorm counter left at
+// its default counts as missing here: the rename would load it too.
 inline std::vector<std::string> rename_hints(const load_report& r) {
-  std::unordered_set<std::string_view> missing, unexpected;
-  for (auto& m : r.missing) missing.insert(m.key);
+  std::vector<std::string_view> targets;
+  for (auto& m : r.missing) targets.push_back(m.key);
+  for (auto& d : r.defaulted) targets.push_back(d);
+  std::unordered_set<std::string_view> missing(targets.begin(), targets.end()), unexpected;
   for (auto& u : r.unexpected) unexpected.insert(u.key);
   std::map<std::string, std::size_t> strip, add, replace;
   for (auto& u : r.unexpected) {
@@ -56,15 +59,13 @@ inline std::vector<std::string> rename_hints(const load_report& r) {
     for (auto dot = k.find('.'); dot != std::string_view::npos; dot = k.find('.', dot + 1))
       if (missing.contains(k.substr(dot + 1))) ++strip[std::string(k.substr(0, dot + 1))];
   }
-  for (auto& m : r.missing) {
-    std::string_view k = m.key;
+  for (std::string_view k : targets) {
     for (auto dot = k.find('.'); dot != std::string_view::npos; dot = k.find('.', dot + 1))
       if (unexpected.contains(k.substr(dot + 1))) ++add[std::string(k.substr(0, dot + 1))];
   }
   // Same remainder under a different first segment: "classifier.x" vs "fc.x".
   std::unordered_map<std::string_view, std::vector<std::string_view>> by_rest;
-  for (auto& m : r.missing) {
-    std::string_view k = m.key;
+  for (std::string_view k : targets) {
     if (auto dot = k.find('.'); dot != std::string_view::npos) by_rest[k.substr(dot)].push_back(k.substr(0, dot + 1));
   }
   for (auto& u : r.unexpected) {
@@ -123,8 +124,11 @@ inline std::string nearest_key(const std::string& key, const std::vector<std::st
 // num_batches_tracked (saved version absent or < 2) loads without the counter instead of the
 // key counting as missing. PyTorch before 2.2 then sets the counter to 0; from 2.2 on
 // (pytorch#110850) it keeps the module's own. graft does what the libtorch it is built with
-// does. The saved version is that of the module's other entries.
-inline bool bn_counter_defaults(std::string_view key, const torch::Tensor& model, const state_dict& sd) {
+// does. The saved version is that of the module's other entries. A module none of whose
+// tensors is in the checkpoint has no saved version in a checkpoint without versions (a plain
+// dict, safetensors): PyTorch then inserts the counter too, so it is not missing; in a
+// checkpoint with versions (a state_dict()'s _metadata, which lists every module), it is.
+inline bool bn_counter_defaults(std::string_view key, const torch::Tensor& model, const state_dict& sd, bool versioned) {
   constexpr std::string_view name = "num_batches_tracked";
   if (!key.ends_with(name) || (key.size() > name.size() && key[key.size() - name.size() - 1] != '.')) return false;
   if (model.dim() != 0 || model.scalar_type() != torch::kLong) return false;
@@ -135,9 +139,7 @@ inline bool bn_counter_defaults(std::string_view key, const torch::Tensor& model
       if (e.module_version >= 2) return false;
       siblings = true;
     }
-  // A module none of whose tensors is in the checkpoint is missing as a whole: its counter is
-  // reported with the rest of it (and a rename hint can match them all).
-  return siblings;
+  return siblings || !versioned;
 }
 
 inline load_plan plan(const torch::nn::Module& module, const state_dict& sd, const load_policy& policy) {
@@ -176,9 +178,10 @@ inline load_plan plan(const torch::nn::Module& module, const state_dict& sd, con
                             e.tensor.scalar_type(), adapt || policy.mismatched.accepts(e.key), adapt});
     if (adapt) p.copies.push_back({mt, e.tensor, true});
   }
+  const bool versioned = std::any_of(sd.begin(), sd.end(), [](const state_entry& e) { return e.module_version >= 0; });
   for (auto& k : order) {
     if (model[k].seen) continue;
-    if (bn_counter_defaults(k, model[k].tensor, sd)) {
+    if (bn_counter_defaults(k, model[k].tensor, sd, versioned)) {
       r.defaulted.push_back(k);
 #if !GRAFT_TORCH_AT_LEAST(2, 2)
       p.copies.push_back({model[k].tensor, torch::zeros({}, torch::kLong), false});
