@@ -1,12 +1,17 @@
 #pragma once
 // The definitions of torch_save/legacy.hpp.
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -80,6 +85,7 @@ public:
       if (!s.filled)
         fail(fmt::format("storage '{}', which the pickle at byte {} uses, is not in the storage key list", key, main_at),
              keys_at);
+    read_storages();
     return root;
   }
 
@@ -150,18 +156,65 @@ private:
     pos_ += 8;
     if (static_cast<std::uint64_t>(nbytes) > file_->size() - pos_)
       fail(fmt::format("the file ends inside storage '{}' ({} bytes, {} left)", key, nbytes, file_->size() - pos_), pos_);
-    // pread, not a copy through the map: the file's pages are not mapped into the process too.
-    if (nbytes && !file_->read_file(s.bytes.data_ptr(), pos_, static_cast<std::size_t>(nbytes)))
-      throw io_error(fmt::format("cannot read '{}': {} (storage '{}', byte {})", path_, std::strerror(errno), key, pos_));
+    if (nbytes) reads_.push_back({&it->first, static_cast<std::byte*>(s.bytes.data_ptr()), pos_, static_cast<std::size_t>(nbytes)});
     pos_ += static_cast<std::size_t>(nbytes);
     s.filled = true;
   }
+
+  // Reads every storage record into its tensor once the whole file has been checked: pread,
+  // not a copy through the map (the file's pages are not mapped into the process too), split
+  // by bytes over up to 8 threads, each with at least 8 MiB, since the records are unaligned
+  // and cannot be mapped.
+  void read_storages() {
+    // One readahead request for all the records: read in pieces from a cold page cache, small
+    // records would each wait for the disk.
+    if (!reads_.empty()) file_->will_need(reads_.front().pos, reads_.back().pos + reads_.back().nbytes - reads_.front().pos);
+    std::vector<std::size_t> ends;  // running byte total of the reads laid end to end
+    std::size_t total = 0;
+    for (const auto& r : reads_) ends.push_back(total += r.nbytes);
+    std::atomic<const read*> failed{nullptr};
+    std::atomic<int> failed_errno{0};
+    auto read_span = [&](std::size_t begin, std::size_t end) {
+      auto k = static_cast<std::size_t>(std::upper_bound(ends.begin(), ends.end(), begin) - ends.begin());
+      for (; k < reads_.size() && begin < end; ++k) {
+        const auto& r = reads_[k];
+        const auto from = begin - (ends[k] - r.nbytes), n = std::min(end, ends[k]) - begin;
+        if (!file_->read_file(r.dst + from, r.pos + from, n)) {
+          const read* none = nullptr;
+          if (failed.compare_exchange_strong(none, &r)) failed_errno = errno;
+          return;
+        }
+        begin += n;
+      }
+    };
+    const auto threads = std::clamp<std::size_t>(total >> 23, 1, std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
+    std::vector<std::thread> pool;
+    try {
+      for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(read_span, total * t / threads, total * (t + 1) / threads);
+    } catch (const std::system_error&) {
+      // No thread to be had: whatever is not in the pool is read here.
+    }
+    read_span(0, total / threads);
+    read_span(total * (pool.size() + 1) / threads, total);
+    for (auto& th : pool) th.join();
+    if (const read* r = failed.load())
+      throw io_error(fmt::format("cannot read '{}': {} (storage '{}', bytes {} to {})", path_, std::strerror(failed_errno.load()),
+                                 *r->key, r->pos, r->pos + r->nbytes));
+  }
+
+  // One storage record to read: its bytes in the file, and where they go.
+  struct read {
+    const std::string* key;
+    std::byte* dst;
+    std::size_t pos, nbytes;
+  };
 
   std::shared_ptr<const mapped_file> file_;
   const std::string& path_;
   std::size_t pos_ = 0;
   std::uint64_t claimed_ = 0;
   std::unordered_map<std::string, stored> storages_;
+  std::vector<read> reads_;
 };
 
 } // namespace detail
