@@ -9,7 +9,8 @@ import pathlib
 import re
 import sys
 
-# Each layer and the layers its headers may include (besides its own).
+# Each layer and the layers its headers may include (besides its own): the edges the headers
+# use, and no more, so that a new edge is a decision made here and in docs/architecture.md.
 BELOW = {
     "base": [],
     "walk": ["base"],
@@ -18,11 +19,13 @@ BELOW = {
     "optim": ["base", "walk", "select"],
     "io": ["base"],
     "state_dict": ["base", "walk", "select", "io"],
-    "formats": ["base", "walk", "select", "io", "state_dict"],
-    "distributed": ["base", "walk", "select", "transforms", "optim", "io", "state_dict", "formats"],
-    "lora": ["base", "walk", "select", "transforms", "optim", "io", "state_dict", "formats"],
+    "formats": ["base", "io", "state_dict"],
+    "distributed": ["base", "select", "state_dict", "formats"],
+    "lora": ["base", "walk", "select", "io", "state_dict", "formats"],
     "script": ["base"],
-    "all": ["base", "walk", "select", "transforms", "optim", "io", "state_dict", "formats", "lora", "script", "distributed"],
+    "amp": ["base"],
+    # graft.hpp; script.hpp, distributed.hpp and amp.hpp are opt-in.
+    "all": ["base", "walk", "select", "transforms", "optim", "state_dict", "formats", "lora"],
 }
 
 
