@@ -215,3 +215,17 @@ print(d["model"]["w"].sum().item(), d["model"]["b"].tolist(), d["steps"], d["epo
 )", path));
   CHECK(out == "15.0 [-1.5, 2.5] [3, 1, 4] 7\n");
 }
+
+// collections.Counter is on PyTorch's weights_only allow-list (a tokenizer's or a sampler's
+// counts in a training checkpoint): read as the dict of its counts, equal to torch.load's view.
+TEST_CASE("torch.save: a collections.Counter reads as the dict of its counts", "[torch_save]") {
+  scratch_dir dir;
+  auto file = dir.file("counter.pt");
+  auto expected = python_save(file, "obj = {'counts': collections.Counter({'cat': 3, 'dog': 7, 5: 1}), "
+                                    "'empty': collections.Counter(), 'w': torch.arange(4.0)}");
+  auto v = graft::read_torch_save(file);
+  CHECK(graft::test::summary(v) == expected);
+  auto& counts = v.as_dict().at("counts").as_dict();
+  CHECK(counts.size() == 3);
+  CHECK(counts.at("dog").as_int() == 7);
+}

@@ -107,6 +107,7 @@ class after_step_listeners {
 public:
   void add(const std::shared_ptr<after_step_listener>& l) {
     std::lock_guard lock(mu_);
+    std::erase_if(listeners_, [](const std::weak_ptr<after_step_listener>& w) { return w.expired(); });
     listeners_.push_back(l);
   }
   void run() {

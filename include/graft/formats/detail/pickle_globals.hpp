@@ -16,6 +16,7 @@ namespace graft::detail {
 /// What an allowed global stands for.
 enum class global_id : std::uint8_t {
   ordered_dict,                  ///< collections.OrderedDict
+  counter,                       ///< collections.Counter: a dict of counts
   rebuild_tensor,                ///< torch._utils._rebuild_tensor: storage, offset, size, stride (before v2)
   rebuild_tensor_v2,             ///< torch._utils._rebuild_tensor_v2
   rebuild_tensor_v3,             ///< torch._utils._rebuild_tensor_v3: v2 plus a dtype, over an untyped storage
@@ -44,6 +45,7 @@ struct allowed_global {
 
 inline constexpr std::array allowed_globals{
     allowed_global{"collections", "OrderedDict", global_id::ordered_dict},
+    allowed_global{"collections", "Counter", global_id::counter},
     allowed_global{"torch._utils", "_rebuild_tensor", global_id::rebuild_tensor},
     allowed_global{"torch._utils", "_rebuild_tensor_v2", global_id::rebuild_tensor_v2},
     allowed_global{"torch._utils", "_rebuild_tensor_v3", global_id::rebuild_tensor_v3},
@@ -112,6 +114,7 @@ inline const allowed_global* find_script_global(std::string_view module, std::st
 inline std::string_view global_name(global_id id) noexcept {
   switch (id) {
     case global_id::ordered_dict: return "collections.OrderedDict";
+    case global_id::counter: return "collections.Counter";
     case global_id::rebuild_tensor: return "torch._utils._rebuild_tensor";
     case global_id::rebuild_tensor_v2: return "torch._utils._rebuild_tensor_v2";
     case global_id::rebuild_tensor_v3: return "torch._utils._rebuild_tensor_v3";

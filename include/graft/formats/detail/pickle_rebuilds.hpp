@@ -81,6 +81,12 @@ protected:
         }
         return push_index(d);
       }
+      case global_id::counter: {  // Counter({key: count, ...}): the dict itself
+        arity(0, 1);
+        if (argc == 0) return push_index(make(kind::dict));
+        if (arg(args, 0).k != kind::dict) fail(fmt::format("Counter's argument must be a dict, not a {}", kind_name(arg(args, 0).k)));
+        return push_index(nodes_[args].items[0]);
+      }
       case global_id::set: {
         arity(0, 1);
         auto l = make(kind::list);
