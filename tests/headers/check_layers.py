@@ -24,7 +24,8 @@ BELOW = {
     "lora": ["base", "walk", "select", "io", "state_dict", "formats"],
     "script": ["base"],
     "amp": ["base"],
-    # graft.hpp; script.hpp, distributed.hpp and amp.hpp are opt-in.
+    "train": ["base", "walk", "optim", "state_dict"],
+    # graft.hpp; script.hpp, distributed.hpp, amp.hpp and train.hpp are opt-in.
     "all": ["base", "walk", "select", "transforms", "optim", "state_dict", "formats", "lora"],
 }
 
