@@ -87,6 +87,16 @@ public:
     for (std::size_t i = 0; i < base_lrs_.size(); ++i) lrs.push_back(schedule_->lr(epoch, {i, base_lrs_[i]}));
     return lrs;
   }
+  /// What the groups' lrs would be at `epoch` from the base lrs `bases` (one per group).
+  std::vector<double> lrs_at(std::int64_t epoch, const std::vector<double>& bases) const {
+    std::vector<double> lrs;
+    for (std::size_t i = 0; i < bases.size(); ++i) lrs.push_back(schedule_->lr(epoch, {i, bases[i]}));
+    return lrs;
+  }
+  /// Continues a run that another program (or a Python scheduler) started: the schedule at
+  /// `epoch` (PyTorch's last_epoch) from these base lrs, one per group, whose lrs (and momenta,
+  /// for one_cycle) it sets. state_error for more base lrs than groups.
+  void resume(std::int64_t epoch, std::vector<double> base_lrs) { apply(epoch, std::move(base_lrs)); }
   /// The schedule's name, e.g. "cosine_annealing" or "warmup(step_lr)".
   std::string schedule_name() const { return schedule_->name(); }
 
