@@ -24,7 +24,7 @@ BELOW = {
     "lora": ["base", "walk", "select", "io", "state_dict", "formats"],
     "script": ["base"],
     "amp": ["base"],
-    "train": ["base", "walk", "optim", "state_dict", "amp"],
+    "train": ["base", "walk", "transforms", "optim", "state_dict", "formats", "amp"],
     # graft.hpp; script.hpp, distributed.hpp, amp.hpp and train.hpp are opt-in.
     "all": ["base", "walk", "select", "transforms", "optim", "state_dict", "formats", "lora"],
 }

@@ -147,5 +147,5 @@ TEST_CASE("gradual unfreezing resumes: applied stages are re-created before the 
   std::istringstream in2(saved_stages.str());
   b.load_from(in2);
   CHECK_THROWS_MATCHES(other.load(b, opt), graft::key_error,
-                       Message("[graft.key] gradual_unfreezing.load: the saved run applied stage 'layer4', which is not declared"));
+                       Message("[graft.key] gradual_unfreezing: the saved run applied stage 'layer4', which is not declared"));
 }

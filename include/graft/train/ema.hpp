@@ -197,6 +197,15 @@ public:
   /// with its shape, and no other; key_error or shape_error naming the first that differs, before
   /// anything changes.
   void load_state_dict(const graft::state_dict& sd) {
+    check_state_dict(sd);
+    torch::NoGradGuard no_grad;
+    for (const auto& e : entries_)
+      if (e.alias_of < 0) e.value.copy_(sd.find(e.key)->tensor);
+  }
+
+  /// What load_state_dict checks, without loading: key_error or shape_error naming the first key
+  /// that differs.
+  void check_state_dict(const graft::state_dict& sd) const {
     for (const auto& e : entries_) {
       const state_entry* found = sd.find(e.key);
       if (!found)
@@ -217,9 +226,6 @@ public:
         if (!has_key(s.key))
           throw key_error(fmt::format("ema::load_state_dict: unexpected key '{}': the model has no such tensor", s.key),
                           {.key = s.key});
-    torch::NoGradGuard no_grad;
-    for (const auto& e : entries_)
-      if (e.alias_of < 0) e.value.copy_(sd.find(e.key)->tensor);
   }
 
 private:

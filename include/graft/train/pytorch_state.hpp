@@ -197,7 +197,9 @@ inline value optimizer_state(const torch::optim::Optimizer& opt) {
           s.set(str("step"), torch::scalar_tensor(static_cast<double>(step), torch::kFloat32));
           s.set(str("exp_avg"), exp_avg);
           s.set(str("exp_avg_sq"), exp_avg_sq);
-          if (max_exp_avg_sq.defined()) s.set(str("max_exp_avg_sq"), max_exp_avg_sq);
+          const bool amsgrad = k == kind::adam ? static_cast<const torch::optim::AdamOptions&>(options).amsgrad()
+                                               : static_cast<const torch::optim::AdamWOptions&>(options).amsgrad();
+          if (amsgrad && max_exp_avg_sq.defined()) s.set(str("max_exp_avg_sq"), max_exp_avg_sq);
         }
         state.append(value(index), value(std::move(s)));
       }
@@ -212,17 +214,19 @@ inline value optimizer_state(const torch::optim::Optimizer& opt) {
   return out;
 }
 
-/// Restores `opt` from PyTorch's optimizer.state_dict() layout (what optimizer_state gives, or a
-/// Python optimizer's state read from its checkpoint), as Python's load_state_dict does: each
-/// group's settings (lr, momentum, betas, ...) and each parameter's state, cast to the
-/// parameter's dtype and device. The groups must match in number and size, and every state
-/// tensor the shape of its parameter; settings libtorch's optimizer does not have (maximize,
-/// Adam's decoupled_weight_decay) are refused, naming them. key_error, type_error, shape_error,
-/// state_error or option_error before anything changes. `model`, if given, names parameters in
-/// messages.
-inline void load_optimizer_state(torch::optim::Optimizer& opt, const value& saved, const torch::nn::Module* model = nullptr) {
-  using namespace detail::pystate;
-  const char* caller = "load_optimizer_state";
+namespace detail::pystate {
+
+/// A checked restore of an optimizer: what install() puts in.
+struct optimizer_plan {
+  kind k;
+  std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> options;
+  std::vector<param_state> states;
+};
+
+/// Reads and checks everything load_optimizer_state restores; changes nothing.
+/// `added`: groups the optimizer will have by then, after its own (gradual unfreezing's).
+inline optimizer_plan plan_optimizer(const torch::optim::Optimizer& opt, const value& saved, const torch::nn::Module* model,
+                                     const char* caller, const std::vector<std::vector<torch::Tensor>>& added = {}) {
   const kind k = kind_of(opt, caller);
   if (!saved.is_dict())
     throw type_error(fmt::format("{}: the optimizer state is a {}, not a dict", caller, saved.type_name()));
@@ -234,7 +238,9 @@ inline void load_optimizer_state(torch::optim::Optimizer& opt, const value& save
   if (!state_v.is_dict())
     throw type_error(fmt::format("{}: state is a {}, not a dict", caller, state_v.type_name()), {.key = "state"});
   const auto& saved_groups = groups_v.as_sequence().items;
-  auto& groups = opt.param_groups();
+  std::vector<std::vector<torch::Tensor>> groups;
+  for (const auto& g : opt.param_groups()) groups.push_back(g.params());
+  groups.insert(groups.end(), added.begin(), added.end());
   if (saved_groups.size() != groups.size())
     throw state_error(fmt::format("{}: the saved state has {} param groups, the optimizer {}", caller, saved_groups.size(),
                                   groups.size()),
@@ -257,15 +263,15 @@ inline void load_optimizer_state(torch::optim::Optimizer& opt, const value& save
     if (!params.is_sequence())
       throw type_error(fmt::format("{}: {}.params is a {}, not a list", caller, where, params.type_name()), {.key = where});
     const auto& indices = params.as_sequence().items;
-    if (indices.size() != groups[gi].params().size())
+    if (indices.size() != groups[gi].size())
       throw state_error(fmt::format("{}: {} holds {} parameters in the saved state, {} in the optimizer", caller, where,
-                                    indices.size(), groups[gi].params().size()),
+                                    indices.size(), groups[gi].size()),
                         {.key = where});
     for (std::size_t j = 0; j < indices.size(); ++j) {
       if (!indices[j].is_int())
         throw type_error(fmt::format("{}: {}.params[{}] is a {}, not an int", caller, where, j, indices[j].type_name()),
                          {.key = where});
-      if (!by_index.emplace(indices[j].as_int(), std::make_pair(gi, groups[gi].params()[j])).second)
+      if (!by_index.emplace(indices[j].as_int(), std::make_pair(gi, groups[gi][j])).second)
         throw state_error(fmt::format("{}: parameter index {} appears twice in the saved param groups", caller,
                                       indices[j].as_int()),
                           {.key = where});
@@ -342,14 +348,22 @@ inline void load_optimizer_state(torch::optim::Optimizer& opt, const value& save
     states.push_back(std::move(ps));
   }
 
-  // Checked: install. Copies, in each parameter's dtype and on its device.
+  return {k, std::move(options), std::move(states)};
+}
+
+/// Installs a checked plan: each group's settings and each parameter's state, copied in the
+/// parameter's dtype and on its device.
+inline void install(torch::optim::Optimizer& opt, optimizer_plan&& plan) {
+  const kind k = plan.k;
+  auto& options = plan.options;
+  auto& groups = opt.param_groups();
   torch::NoGradGuard no_grad;
   auto own = [](const torch::Tensor& t, const torch::Tensor& p) { return t.to(p.options(), false, /*copy=*/true).contiguous(); };
   for (std::size_t gi = 0; gi < groups.size(); ++gi) {
     for (const auto& p : groups[gi].params()) opt.state().erase(state_key(p));
     groups[gi].set_options(std::move(options[gi]));
   }
-  for (const auto& ps : states) {
+  for (const auto& ps : plan.states) {
     if (k == kind::sgd) {
       if (!ps.momentum_buffer) continue;  // None: the next step starts the buffer, as in Python
       auto st = std::make_unique<torch::optim::SGDParamState>();
@@ -358,25 +372,36 @@ inline void load_optimizer_state(torch::optim::Optimizer& opt, const value& save
     } else if (k == kind::adam) {
       auto st = std::make_unique<torch::optim::AdamParamState>();
       st->step(ps.step).exp_avg(own(ps.exp_avg, ps.param)).exp_avg_sq(own(ps.exp_avg_sq, ps.param));
-      if (ps.max_exp_avg_sq.defined()) st->max_exp_avg_sq(own(ps.max_exp_avg_sq, ps.param));
-      else st->max_exp_avg_sq(torch::zeros_like(ps.param, torch::MemoryFormat::Preserve));
+      if (ps.max_exp_avg_sq.defined()) st->max_exp_avg_sq(own(ps.max_exp_avg_sq, ps.param));  // amsgrad only, as libtorch
       opt.state()[state_key(ps.param)] = std::move(st);
     } else {
       auto st = std::make_unique<torch::optim::AdamWParamState>();
       st->step(ps.step).exp_avg(own(ps.exp_avg, ps.param)).exp_avg_sq(own(ps.exp_avg_sq, ps.param));
-      if (ps.max_exp_avg_sq.defined()) st->max_exp_avg_sq(own(ps.max_exp_avg_sq, ps.param));
-      else st->max_exp_avg_sq(torch::zeros_like(ps.param, torch::MemoryFormat::Preserve));
+      if (ps.max_exp_avg_sq.defined()) st->max_exp_avg_sq(own(ps.max_exp_avg_sq, ps.param));  // amsgrad only, as libtorch
       opt.state()[state_key(ps.param)] = std::move(st);
     }
   }
+}
+
+} // namespace detail::pystate
+
+/// Restores `opt` from PyTorch's optimizer.state_dict() layout (what optimizer_state gives, or a
+/// Python optimizer's state read from its checkpoint), as Python's load_state_dict does: each
+/// group's settings (lr, momentum, betas, ...) and each parameter's state, cast to the
+/// parameter's dtype and device. The groups must match in number and size, and every state
+/// tensor the shape of its parameter; settings libtorch's optimizer does not have (maximize,
+/// Adam's decoupled_weight_decay) are refused, naming them. key_error, type_error, shape_error,
+/// state_error or option_error before anything changes. `model`, if given, names parameters in
+/// messages.
+inline void load_optimizer_state(torch::optim::Optimizer& opt, const value& saved, const torch::nn::Module* model = nullptr) {
+  detail::pystate::install(opt, detail::pystate::plan_optimizer(opt, saved, model, "load_optimizer_state"));
 }
 
 /// `sched`'s state as a PyTorch LRScheduler's state_dict() holds it: "base_lrs", "last_epoch",
 /// "_step_count", "_last_lr", "_is_initial" and "_get_lr_called_within_step". The schedule's own
 /// settings are not written: the Python scheduler's constructor gives them, and its
 /// load_state_dict keeps those it is not given. A Python SequentialLR also needs its
-/// schedulers' states ("_schedulers"), which this does not write: continue a warmup(...)
-/// schedule in Python with the single scheduler that follows the warm-up.
+/// schedulers' states ("_schedulers"), which this does not write.
 inline value scheduler_state(const lr_scheduler& sched) {
   using detail::pystate::str;
   auto list = [](const std::vector<double>& xs) {
@@ -394,14 +419,12 @@ inline value scheduler_state(const lr_scheduler& sched) {
   return d;
 }
 
-/// Continues `sched` from a PyTorch scheduler's state_dict(): its last_epoch and base_lrs, the
-/// optimizer's lrs set for that epoch. graft's schedule must be the Python one: the lrs it gives
-/// at last_epoch are compared with the Python run's "_last_lr" (relative 1e-6), and a schedule
-/// that differs is refused (state_error) with both lists. A LambdaLR or MultiplicativeLR
-/// (whose factor is Python code) is refused by name. Nothing changes on a refusal.
-inline void load_scheduler_state(lr_scheduler& sched, const value& saved) {
-  using namespace detail::pystate;
-  const char* caller = "load_scheduler_state";
+namespace detail::pystate {
+
+/// Reads and checks what load_scheduler_state restores (last_epoch, base lrs); changes nothing.
+/// `added_groups`: groups its optimizer will have by then, after its own (gradual unfreezing's).
+inline std::pair<std::int64_t, std::vector<double>> plan_scheduler(const lr_scheduler& sched, const value& saved,
+                                                                   const char* caller, std::size_t added_groups = 0) {
   if (!saved.is_dict())
     throw type_error(fmt::format("{}: the scheduler state is a {}, not a dict", caller, saved.type_name()));
   const auto& d = saved.as_dict();
@@ -419,9 +442,12 @@ inline void load_scheduler_state(lr_scheduler& sched, const value& saved) {
     bases_v = subs->as_sequence().items.front().as_dict().find("base_lrs");
   if (!bases_v) field(d, "base_lrs", "the scheduler state", caller);  // throws, listing the keys there are
   const auto bases = numbers(*bases_v, "base_lrs", caller);
-  if (bases.size() != sched.base_lrs().size())
-    throw state_error(fmt::format("{}: the saved scheduler drives {} param groups, this one {}", caller, bases.size(),
-                                  sched.base_lrs().size()),
+  // Fewer base lrs than groups: groups added since the saved scheduler's last step, which it
+  // takes up at its next one, as lr_scheduler does.
+  const std::size_t groups = sched.optimizer().param_groups().size() + added_groups;
+  if (bases.size() > groups)
+    throw state_error(fmt::format("{}: the saved scheduler drives {} param groups, this one's optimizer has {}", caller,
+                                  bases.size(), groups),
                       {.key = "base_lrs"});
   if (const value* last = d.find("_last_lr")) {
     const auto python = numbers(*last, "_last_lr", caller);
@@ -436,7 +462,19 @@ inline void load_scheduler_state(lr_scheduler& sched, const value& saved) {
                                     graft::detail::join(mine, ", ")),
                         {.key = "_last_lr"});
   }
-  sched.resume(epoch, bases);
+  return {epoch, bases};
+}
+
+} // namespace detail::pystate
+
+/// Continues `sched` from a PyTorch scheduler's state_dict(): its last_epoch and base_lrs, the
+/// optimizer's lrs set for that epoch. graft's schedule must be the Python one: the lrs it gives
+/// at last_epoch are compared with the Python run's "_last_lr" (relative 1e-6), and a schedule
+/// that differs is refused (state_error) with both lists. A LambdaLR or MultiplicativeLR
+/// (whose factor is Python code) is refused by name. Nothing changes on a refusal.
+inline void load_scheduler_state(lr_scheduler& sched, const value& saved) {
+  auto [epoch, bases] = detail::pystate::plan_scheduler(sched, saved, "load_scheduler_state");
+  sched.resume(epoch, std::move(bases));
 }
 
 /// `scaler`'s state as torch.amp.GradScaler.state_dict() holds it ("scale", "growth_factor",

@@ -98,17 +98,57 @@ public:
       throw key_error("gradual_unfreezing.load: the archive has no 'gradual_unfreezing.applied' entry");
     std::vector<std::string> saved;
     for (const c10::IValue& n : v.toListRef()) saved.push_back(n.toStringRef());
-    for (auto& n : saved) {
-      bool known = false;
-      for (auto& s : stages_) known = known || s.name == n;
-      if (!known)
-        throw key_error(fmt::format("gradual_unfreezing.load: the saved run applied stage '{}', which is not declared", n));
-    }
+    restore(saved, opt);
+  }
+
+  /// The names of the stages applied so far, in declaration order.
+  std::vector<std::string> applied_names() const {
+    std::vector<std::string> n;
     for (auto& s : stages_)
-      if (!s.applied && std::find(saved.begin(), saved.end(), s.name) != saved.end()) apply(s, opt);
+      if (s.applied) n.push_back(s.name);
+    return n;
+  }
+
+  /// Re-applies the stages named in `applied` that are not applied yet, in declaration order
+  /// (a saved run's, from applied_names()). key_error, before anything changes, for a name this
+  /// schedule does not declare.
+  void restore(const std::vector<std::string>& applied, torch::optim::Optimizer& opt) {
+    check_declared(applied);
+    for (auto& s : stages_)
+      if (!s.applied && std::find(applied.begin(), applied.end(), s.name) != applied.end()) apply(s, opt);
+  }
+
+  /// The param groups restore(applied, opt) would add to `opt`, one per stage that adds tensors,
+  /// in order, without changing anything: to check a saved optimizer state against them first.
+  std::vector<std::vector<torch::Tensor>> groups_to_restore(const std::vector<std::string>& applied,
+                                                           const torch::optim::Optimizer& opt) const {
+    check_declared(applied);
+    detail::pointer_set in_optimizer;
+    for (auto& g : opt.param_groups())
+      for (auto& p : g.params()) in_optimizer.insert(p.unsafeGetTensorImpl());
+    std::vector<std::vector<torch::Tensor>> groups;
+    for (auto& s : stages_) {
+      if (s.applied || std::find(applied.begin(), applied.end(), s.name) == applied.end()) continue;
+      std::vector<torch::Tensor> selected, params;
+      s.collect(*module_, selected);
+      for (auto& p : selected)
+        if (in_optimizer.insert(p.unsafeGetTensorImpl())) params.push_back(p);
+      if (!params.empty()) groups.push_back(std::move(params));
+    }
+    return groups;
   }
 
 private:
+  void check_declared(const std::vector<std::string>& applied) const {
+    for (auto& n : applied) {
+      bool known = false;
+      for (auto& s : stages_) known = known || s.name == n;
+      if (!known)
+        throw key_error(fmt::format("gradual_unfreezing: the saved run applied stage '{}', which is not declared", n),
+                        {.key = n});
+    }
+  }
+
   struct stage {
     std::int64_t epoch;
     std::string name;

@@ -36,16 +36,18 @@ GRAFT_FUNC double* momentum_slot(torch::optim::OptimizerOptions& o) {
 
 } // namespace detail
 
-GRAFT_FUNC void lr_scheduler::apply(std::int64_t epoch, std::vector<double> bases) {
+GRAFT_FUNC void lr_scheduler::apply(std::int64_t epoch, std::vector<double> bases, bool take_up_new_groups) {
   auto& groups = optimizer_->param_groups();
   if (groups.size() < bases.size())
     throw state_error(fmt::format("lr_scheduler: the optimizer has {} param groups, fewer than the {} "
                                   "the scheduler drives", groups.size(), bases.size()));
-  schedule_->check_groups(groups.size());
-  for (auto i = bases.size(); i < groups.size(); ++i) bases.push_back(groups[i].options().get_lr());
+  if (take_up_new_groups)
+    for (auto i = bases.size(); i < groups.size(); ++i) bases.push_back(groups[i].options().get_lr());
+  const std::size_t n = bases.size();
+  schedule_->check_groups(n);
   std::vector<double> lrs;
   std::vector<std::pair<double*, double>> momenta;
-  for (std::size_t i = 0; i < groups.size(); ++i) {
+  for (std::size_t i = 0; i < n; ++i) {
     lrs.push_back(schedule_->lr(epoch, {i, bases[i]}));
     if (auto m = schedule_->momentum(epoch, {i, bases[i]})) {
       auto* slot = detail::momentum_slot(groups[i].options());
@@ -57,7 +59,7 @@ GRAFT_FUNC void lr_scheduler::apply(std::int64_t epoch, std::vector<double> base
       momenta.emplace_back(slot, *m);
     }
   }
-  for (std::size_t i = 0; i < groups.size(); ++i) groups[i].options().set_lr(lrs[i]);
+  for (std::size_t i = 0; i < n; ++i) groups[i].options().set_lr(lrs[i]);
   for (auto [slot, m] : momenta) *slot = m;
   epoch_ = epoch;
   base_lrs_ = std::move(bases);
@@ -75,7 +77,7 @@ GRAFT_FUNC void lr_scheduler::load(torch::serialize::InputArchive& archive) {
                                   "runs '{}'", name.toStringRef(), schedule_->name()));
   bases = bases.to(torch::kFloat64).contiguous();
   std::vector<double> restored(bases.data_ptr<double>(), bases.data_ptr<double>() + bases.numel());
-  apply(epoch.toInt(), std::move(restored));
+  apply(epoch.toInt(), std::move(restored), false);
 }
 
 } // namespace graft

@@ -95,8 +95,12 @@ public:
   }
   /// Continues a run that another program (or a Python scheduler) started: the schedule at
   /// `epoch` (PyTorch's last_epoch) from these base lrs, one per group, whose lrs (and momenta,
-  /// for one_cycle) it sets. state_error for more base lrs than groups.
-  void resume(std::int64_t epoch, std::vector<double> base_lrs) { apply(epoch, std::move(base_lrs)); }
+  /// for one_cycle) it sets. Groups beyond them (added since that run's last step) keep their lr
+  /// and are taken up at the next step(), as they would have been. state_error for more base
+  /// lrs than groups.
+  void resume(std::int64_t epoch, std::vector<double> base_lrs) { apply(epoch, std::move(base_lrs), false); }
+  /// The optimizer whose groups it drives.
+  const torch::optim::Optimizer& optimizer() const noexcept { return *optimizer_; }
   /// The schedule's name, e.g. "cosine_annealing" or "warmup(step_lr)".
   std::string schedule_name() const { return schedule_->name(); }
 
@@ -124,7 +128,9 @@ public:
 
 private:
   // Computes everything for `epoch` first and commits only if nothing threw.
-  GRAFT_FUNC void apply(std::int64_t epoch, std::vector<double> bases);
+  // take_up_new_groups: groups beyond `bases` join with their current lr as base (else they
+  // are left as they are).
+  GRAFT_FUNC void apply(std::int64_t epoch, std::vector<double> bases, bool take_up_new_groups = true);
 
   torch::optim::Optimizer* optimizer_;
   std::unique_ptr<detail::any_schedule> schedule_;
