@@ -1,6 +1,7 @@
 // Param groups and freezing on ResNet-152 (465 parameters), graft against the loop over
 // named_parameters() a user writes by hand today, in the same run. Prints graft/hand ratios.
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -105,12 +106,17 @@ BENCHMARK(hand_freeze)->Unit(benchmark::kMicrosecond);
 class ratio_reporter : public benchmark::ConsoleReporter {
 public:
   void ReportRuns(const std::vector<Run>& runs) override {
+    // The median of repetitions where there are several, else the one run.
     for (auto& r : runs)
-      if (r.run_type == Run::RT_Iteration && r.iterations > 0)
-        times[r.benchmark_name()] = r.real_accumulated_time / static_cast<double>(r.iterations);
+      if ((r.run_type == Run::RT_Iteration && r.iterations > 0 && !medians.count(r.run_name.function_name)) ||
+          (r.run_type == Run::RT_Aggregate && r.aggregate_name == "median")) {
+        times[r.run_name.function_name] = r.real_accumulated_time / static_cast<double>(r.iterations);
+        if (r.run_type == Run::RT_Aggregate) medians.insert(r.run_name.function_name);
+      }
     ConsoleReporter::ReportRuns(runs);
   }
   std::map<std::string, double> times;
+  std::set<std::string> medians;
 };
 } // namespace
 

@@ -431,7 +431,7 @@ for g in param_groups_layer_decay(m, weight_decay=0.05, layer_decay=0.75):
       INFO(p.path);
       REQUIRE(p.group.has_value());
       auto& o = sgd(groups.groups()[*p.group]);
-      auto& e = expected.at(p.path);
+      auto& e = expected.at(std::string(p.path));
       CHECK(o.lr() == Approx(lr * e.scale).epsilon(1e-12));
       CHECK(o.weight_decay() == e.decay);
       ++seen;

@@ -109,7 +109,7 @@ public:
     named_param_groups out;
     out.defaults_ = std::make_shared<const O>(base);
     const auto matchers = spec_matchers();
-    auto placed = detail::place_parameters(*module_, matchers, split_, out.params_);
+    auto placed = detail::place_parameters(*module_, matchers, split_, out.params_, out.paths_);
     detail::check_groups(*module_, matchers, placed.taken);
     if constexpr (!has_rest) detail::check_leftovers(placed.leftovers);
     for (auto slot : placed.order(out.params_))

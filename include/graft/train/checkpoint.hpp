@@ -187,7 +187,8 @@ inline training_progress load_training_state(const std::string& path, const trai
     std::pair<std::int64_t, std::vector<double>> schedule;
     if (parts.scheduler) {
       const bool first = !parts.optimizers.empty() && &parts.scheduler->optimizer() == parts.optimizers.front();
-      schedule = plan_scheduler(*parts.scheduler, part("lr_scheduler"), caller, first ? added.size() : 0);
+      schedule = plan_scheduler(*parts.scheduler, part("lr_scheduler"), caller, first ? added.size() : 0,
+                                first ? &part("optimizer") : nullptr);
     }
     if (parts.scaler) {
       amp::grad_scaler probe;  // the same checks, on a scaler of its own

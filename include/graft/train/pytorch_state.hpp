@@ -423,8 +423,10 @@ namespace detail::pystate {
 
 /// Reads and checks what load_scheduler_state restores (last_epoch, base lrs); changes nothing.
 /// `added_groups`: groups its optimizer will have by then, after its own (gradual unfreezing's).
+/// `optimizer`: the saved optimizer state, whose groups' "max_lr" are a OneCycleLR's peaks.
 inline std::pair<std::int64_t, std::vector<double>> plan_scheduler(const lr_scheduler& sched, const value& saved,
-                                                                   const char* caller, std::size_t added_groups = 0) {
+                                                                   const char* caller, std::size_t added_groups = 0,
+                                                                   const value* optimizer = nullptr) {
   if (!saved.is_dict())
     throw type_error(fmt::format("{}: the scheduler state is a {}, not a dict", caller, saved.type_name()));
   const auto& d = saved.as_dict();
@@ -441,7 +443,14 @@ inline std::pair<std::int64_t, std::vector<double>> plan_scheduler(const lr_sche
                                                   subs->as_sequence().items.front().is_dict())
     bases_v = subs->as_sequence().items.front().as_dict().find("base_lrs");
   if (!bases_v) field(d, "base_lrs", "the scheduler state", caller);  // throws, listing the keys there are
-  const auto bases = numbers(*bases_v, "base_lrs", caller);
+  auto bases = numbers(*bases_v, "base_lrs", caller);
+  // A OneCycleLR's base_lrs are its initial lrs (max_lr / div_factor); graft's one_cycle takes
+  // each group's base as its peak, which the Python run kept in the optimizer's groups.
+  std::vector<double> peaks;
+  if (d.find("total_steps") && d.find("_schedule_phases") && optimizer && optimizer->is_dict())
+    if (const value* groups_v = optimizer->as_dict().find("param_groups"); groups_v && groups_v->is_sequence())
+      for (const auto& g : groups_v->as_sequence().items)
+        if (const value* m = g.is_dict() ? g.as_dict().find("max_lr") : nullptr) peaks.push_back(number(*m, "max_lr", caller));
   // Fewer base lrs than groups: groups added since the saved scheduler's last step, which it
   // takes up at its next one, as lr_scheduler does.
   const std::size_t groups = sched.optimizer().param_groups().size() + added_groups;
@@ -451,10 +460,18 @@ inline std::pair<std::int64_t, std::vector<double>> plan_scheduler(const lr_sche
                       {.key = "base_lrs"});
   if (const value* last = d.find("_last_lr")) {
     const auto python = numbers(*last, "_last_lr", caller);
+    auto same_as_python = [&](const std::vector<double>& mine) {
+      bool same = python.size() == mine.size();
+      for (std::size_t i = 0; same && i < mine.size(); ++i)
+        same = std::abs(python[i] - mine[i]) <= 1e-6 * std::max(std::abs(python[i]), 1e-12);
+      return same;
+    };
     const auto mine = sched.lrs_at(epoch, bases);
-    bool same = python.size() == mine.size();
-    for (std::size_t i = 0; same && i < mine.size(); ++i)
-      same = std::abs(python[i] - mine[i]) <= 1e-6 * std::max(std::abs(python[i]), 1e-12);
+    bool same = same_as_python(mine);
+    if (!same && peaks.size() == bases.size() && same_as_python(sched.lrs_at(epoch, peaks))) {
+      bases = peaks;
+      same = true;
+    }
     if (!same)
       throw state_error(fmt::format("{}: at epoch {} the saved run's lrs were [{}], but this scheduler's {} gives [{}] from "
                                     "the same base lrs: the schedules differ",
@@ -471,9 +488,11 @@ inline std::pair<std::int64_t, std::vector<double>> plan_scheduler(const lr_sche
 /// optimizer's lrs set for that epoch. graft's schedule must be the Python one: the lrs it gives
 /// at last_epoch are compared with the Python run's "_last_lr" (relative 1e-6), and a schedule
 /// that differs is refused (state_error) with both lists. A LambdaLR or MultiplicativeLR
-/// (whose factor is Python code) is refused by name. Nothing changes on a refusal.
-inline void load_scheduler_state(lr_scheduler& sched, const value& saved) {
-  auto [epoch, bases] = detail::pystate::plan_scheduler(sched, saved, "load_scheduler_state");
+/// (whose factor is Python code) is refused by name. Nothing changes on a refusal. A OneCycleLR
+/// keeps its peak lrs in the optimizer's groups ("max_lr"): pass the saved optimizer state too
+/// (graft's one_cycle without max_lr takes each group's base lr as its peak).
+inline void load_scheduler_state(lr_scheduler& sched, const value& saved, const value* optimizer_state = nullptr) {
+  auto [epoch, bases] = detail::pystate::plan_scheduler(sched, saved, "load_scheduler_state", 0, optimizer_state);
   sched.resume(epoch, std::move(bases));
 }
 

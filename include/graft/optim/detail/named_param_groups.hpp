@@ -68,7 +68,7 @@ public:
   };
   /// One parameter of the model and where it went.
   struct parameter_info {
-    std::string path;
+    std::string_view path;  ///< valid while a named_param_groups holding it (or a copy of it) lives
     torch::Tensor tensor;
     bool trainable;
     std::optional<std::size_t> group;  ///< empty for a frozen parameter left out
@@ -156,6 +156,7 @@ private:
   std::vector<std::string> names_;
   std::vector<group_info> info_;
   std::vector<parameter_info> params_;
+  std::shared_ptr<const std::string> paths_;  // every parameter's path, end to end: params_[i].path views it
   std::shared_ptr<const torch::optim::OptimizerOptions> defaults_;
 };
 

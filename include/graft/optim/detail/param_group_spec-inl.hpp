@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -50,12 +52,22 @@ GRAFT_FUNC std::vector<std::size_t> placement::order(std::vector<named_param_gro
 
 GRAFT_FUNC placement place_parameters(const torch::nn::Module& module, const std::vector<spec_matcher>& specs,
                                       const split_options& split,
-                                      std::vector<named_param_groups::parameter_info>& params) {
+                                      std::vector<named_param_groups::parameter_info>& params,
+                                      std::shared_ptr<const std::string>& paths) {
   placement placed(specs.size());
+  // The paths go end to end into one buffer (one allocation, not one per parameter); each
+  // parameter's view is set once the buffer is complete.
+  std::string buffer;
+  std::vector<std::pair<std::size_t, std::size_t>> spans;
+  buffer.reserve(4096);
+  spans.reserve(256);
+  params.reserve(256);
   for (auto t : walk(module)) {
     const auto& p = t.tensor();
     bool trainable = p.requires_grad();
-    params.push_back({std::string(t.path()), p, trainable, std::nullopt});
+    spans.emplace_back(buffer.size(), t.path().size());
+    buffer += t.path();
+    params.push_back({std::string_view(), p, trainable, std::nullopt});
     std::size_t index = 0;
     while (index < specs.size() &&
            !((trainable || specs[index].include_frozen) && specs[index].matches(specs[index].sel, t)))
@@ -68,6 +80,8 @@ GRAFT_FUNC placement place_parameters(const torch::nn::Module& module, const std
     bool nd = split.no_decay && (*split.no_decay)(t);
     params.back().group = placed.add({index, layer, nd}, p);
   }
+  paths = std::make_shared<const std::string>(std::move(buffer));
+  for (std::size_t i = 0; i < params.size(); ++i) params[i].path = std::string_view(*paths).substr(spans[i].first, spans[i].second);
   return placed;
 }
 

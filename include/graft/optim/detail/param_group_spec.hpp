@@ -7,11 +7,13 @@
 #include <compare>
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <torch/nn/module.h>
@@ -109,7 +111,8 @@ bool erased_matches(const void* sel, const tensor_view& t) {
 // id and decay half. A parameter's group in `params` is its slot index for now.
 GRAFT_FUNC placement place_parameters(const torch::nn::Module& module, const std::vector<spec_matcher>& specs,
                                       const split_options& split,
-                                      std::vector<named_param_groups::parameter_info>& params);
+                                      std::vector<named_param_groups::parameter_info>& params,
+                                      std::shared_ptr<const std::string>& paths);
 
 // Throws selection_error naming trainable parameters that no group took (when no rest()).
 GRAFT_FUNC void check_leftovers(const std::vector<std::string>& leftovers);
