@@ -133,6 +133,18 @@ GRAFT_FUNC void save(const state_dict& sd, const std::string& path, checkpoint_f
   throw option_error(fmt::format("cannot save '{}' as {}: write the shards as safetensors files", path, to_string(format)));
 }
 
+GRAFT_FUNC void save(const std::vector<tensor_spec>& specs, const std::function<torch::Tensor(std::size_t)>& produce,
+                     const std::string& path, checkpoint_format format) {
+  switch (format) {
+    case checkpoint_format::torch_save: write_torch_save(path, specs, produce); return;
+    case checkpoint_format::safetensors: write_safetensors(path, specs, produce); return;
+    default: break;
+  }
+  throw option_error(fmt::format("cannot write '{}' as {} one tensor at a time: write safetensors or torch.save (zip)", path,
+                                 to_string(format)),
+                     {.file = path, .file_in_message = true});
+}
+
 GRAFT_FUNC checkpoint_format format_for(std::string_view path) noexcept {
   return path.ends_with(".safetensors") ? checkpoint_format::safetensors : checkpoint_format::torch_save;
 }

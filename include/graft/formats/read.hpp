@@ -5,9 +5,12 @@
 // a libtorch archive, or a Hugging Face model folder. save(path) is the matching sink.
 // Defined in read-inl.hpp (compiled once in the separately compiled mode).
 
+#include <cstddef>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -89,10 +92,18 @@ GRAFT_FUNC checkpoint_format format_for(std::string_view path) noexcept;
 /// Writes `sd` to `path` in the format its name asks for (see format_for).
 GRAFT_FUNC void save(const state_dict& sd, const std::string& path);
 
+/// Writes tensors to `path` in `format` one at a time, never holding the whole dict: the
+/// tensors `specs` announce, each made by `produce(i)` when the writer needs it (in the order
+/// the format lays data out; each index once). safetensors and torch.save (zip) only, else an
+/// option_error. See write_safetensors and write_torch_save with specs for the checks.
+GRAFT_FUNC void save(const std::vector<tensor_spec>& specs, const std::function<torch::Tensor(std::size_t)>& produce,
+                     const std::string& path, checkpoint_format format);
 /// The sink save(path) makes.
 class save_sink : public pipe_base {
 public:
   save_sink(std::string path, checkpoint_format f) : path_(std::move(path)), format_(f) {}
+  const std::string& path() const noexcept { return path_; }
+  checkpoint_format format() const noexcept { return format_; }
   /// Writes and returns the state dict that was written.
   state_dict consume(state_dict&& sd) const {
     save(sd, path_, format_);

@@ -83,6 +83,18 @@ public:
     ::madvise(const_cast<std::byte*>(data_) + start, offset + n - start, MADV_WILLNEED);
   }
 
+  /// Lets the kernel take back this process's pages of [offset, offset+n) (whole pages around
+  /// it): a later read faults them in again from the page cache, so a pass over a large file
+  /// keeps only what it is reading resident. Only for bytes no one wrote to: the map is
+  /// private, and a page written to would lose its writes.
+  void release(std::size_t offset, std::size_t n) const noexcept {
+    if (!data_ || n == 0 || offset >= size_) return;
+    auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    std::size_t start = offset / page * page;
+    std::size_t end = std::min(size_, (offset + n + page - 1) / page * page);
+    ::madvise(const_cast<std::byte*>(data_) + start, end - start, MADV_DONTNEED);
+  }
+
   /// Reads [offset, offset+n) of the file as it is on disk into `dst` with pread, bypassing
   /// the mapping (and so any page this process has written to). False if the file could not
   /// give all n bytes (it shrank, or an I/O error); `dst` may then hold part of them.

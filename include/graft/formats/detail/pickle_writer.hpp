@@ -221,7 +221,9 @@ private:
     if (!type && legacy_)
       fail(fmt::format("dtype {} has no legacy storage class, so torch.save's legacy format cannot hold it; save in "
                        "the zip format", c10::toString(t.scalar_type())));
-    if (!t.device().is_cpu()) t = t.cpu();
+    // A meta tensor stands in for data written later (a streamed write): its storage has
+    // the size and identity the pickle needs, and no bytes.
+    if (!t.device().is_cpu() && !t.is_meta()) t = t.cpu();
     if (t.is_conj()) t = t.resolve_conj();
     if (t.is_neg()) t = t.resolve_neg();
     const auto itemsize = static_cast<std::int64_t>(t.element_size());

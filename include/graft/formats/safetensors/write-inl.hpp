@@ -5,6 +5,7 @@
 #include <array>
 #include <bit>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <new>
 #include <string>
@@ -48,26 +49,33 @@ inline void collect_safetensors(const std::string& path, const dict& d, std::str
 
 } // namespace detail
 
-GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<tensor_spec>& specs,
+                                  const std::function<torch::Tensor(std::size_t)>& produce,
                                   const std::map<std::string, std::string>& metadata) {
-  auto fail = [&](std::string_view what) { throw format_error(fmt::format("cannot write '{}': {}", path, what)); };
+  auto fail = [&](std::string_view what, std::string_view key = {}) {
+    throw format_error(fmt::format("cannot write '{}': {}", path, what), {.file = path, .key = std::string(key), .file_in_message = true});
+  };
   if constexpr (std::endian::native != std::endian::little) fail("safetensors data is little-endian; this machine is not");
 
   // Every check happens before the file is touched.
   std::unordered_set<std::string_view> names;
-  for (std::size_t i = 0; i < tensors.size(); ++i) {
-    const auto& [name, t] = tensors[i];
-    if (name == "__metadata__") fail("'__metadata__' is reserved for the metadata and cannot name a tensor");
+  for (const auto& spec : specs) {
+    const auto& name = spec.name;
+    if (name == "__metadata__") fail("'__metadata__' is reserved for the metadata and cannot name a tensor", name);
     if (auto problem = detail::not_utf8("tensor name", name)) fail(*problem);
-    if (!names.insert(name).second) throw key_error(fmt::format("cannot write '{}': tensor '{}' is given twice", path, name));
-    if (!t.defined()) fail(fmt::format("tensor '{}' is undefined", name));
-    if (t.layout() != torch::kStrided) fail(fmt::format("tensor '{}' is not a dense (strided) tensor", name));
-    if (t.is_quantized() || detail::safetensors_code(t.scalar_type()).empty())
-      fail(fmt::format("tensor '{}' has dtype {}, which safetensors cannot hold", name, c10::toString(t.scalar_type())));
+    if (!names.insert(name).second)
+      throw key_error(fmt::format("cannot write '{}': tensor '{}' is given twice", path, name), {.file = path, .key = name, .file_in_message = true});
+    if (detail::safetensors_code(spec.dtype).empty())
+      fail(fmt::format("tensor '{}' has dtype {}, which safetensors cannot hold", name, c10::toString(spec.dtype)), name);
   }
-  // Indices into `tensors`, in data order: widest elements first, so every tensor is aligned.
-  auto layout = detail::stable_order(tensors.size(), [&](std::size_t a, std::size_t b) {
-    return tensors[a].second.element_size() > tensors[b].second.element_size();
+  auto nbytes_of = [&](std::size_t i) {
+    std::uint64_t n = c10::elementSize(specs[i].dtype);
+    for (auto d : specs[i].shape) n *= static_cast<std::uint64_t>(d);
+    return n;
+  };
+  // Indices into `specs`, in data order: widest elements first, so every tensor is aligned.
+  auto layout = detail::stable_order(specs.size(), [&](std::size_t a, std::size_t b) {
+    return c10::elementSize(specs[a].dtype) > c10::elementSize(specs[b].dtype);
   });
 
   for (const auto& [k, v] : metadata) {
@@ -76,23 +84,21 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std
   }
 
   // Names in the given order, data in `layout` order: each tensor's [begin, end) in the data.
-  std::vector<std::array<std::uint64_t, 2>> ranges(tensors.size());
+  std::vector<std::array<std::uint64_t, 2>> ranges(specs.size());
   std::uint64_t offset = 0;
   for (auto i : layout) {
-    const auto nbytes = static_cast<std::uint64_t>(tensors[i].second.numel()) * tensors[i].second.element_size();
-    ranges[i] = {offset, offset + nbytes};
-    offset += nbytes;
+    ranges[i] = {offset, offset + nbytes_of(i)};
+    offset += nbytes_of(i);
   }
   auto header = detail::json::object();
   if (!metadata.empty()) {
     auto& m = header.append("__metadata__", detail::json::object());
     for (const auto& [k, v] : metadata) m.append(k, v);
   }
-  for (std::size_t i = 0; i < tensors.size(); ++i) {
-    const auto& [name, t] = tensors[i];
-    auto& entry = header.append(name, detail::json::object());  // names are unique: checked above
-    entry.append("dtype", detail::safetensors_code(t.scalar_type()));
-    entry.append("shape", detail::json::array_of(t.sizes()));
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    auto& entry = header.append(specs[i].name, detail::json::object());  // names are unique: checked above
+    entry.append("dtype", detail::safetensors_code(specs[i].dtype));
+    entry.append("shape", detail::json::array_of(specs[i].shape));
     entry.append("data_offsets", detail::json::array_of(ranges[i]));
   }
   std::string text = header.dump();
@@ -105,7 +111,13 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std
     out.write(text.data(), text.size());
     for (auto i : layout) {
       // One tensor made contiguous at a time, so a strided model costs one tensor of memory.
-      auto t = tensors[i].second.to(torch::kCPU).contiguous();
+      auto t = produce(i);
+      if (!t.defined() || t.scalar_type() != specs[i].dtype || t.sizes() != at::IntArrayRef(specs[i].shape))
+        throw shape_error(fmt::format("cannot write '{}': tensor '{}' was announced as {} {} but produced as {}", path,
+                                      specs[i].name, c10::toString(specs[i].dtype), c10::str(at::IntArrayRef(specs[i].shape)),
+                                      t.defined() ? fmt::format("{} {}", c10::toString(t.scalar_type()), c10::str(t.sizes())) : std::string("undefined")),
+                          {.file = path, .key = specs[i].name, .file_in_message = true});
+      t = t.to(torch::kCPU).contiguous();
       if (t.numel()) out.write(t.data_ptr(), static_cast<std::size_t>(t.numel()) * t.element_size());
       if (out.failed()) break;
     }
@@ -113,10 +125,27 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std
   try {
     detail::write_atomically(path, write);
   } catch (const c10::Error& e) {
-    throw io_error(fmt::format("cannot write '{}': {}", path, e.what_without_backtrace()));
+    throw io_error(fmt::format("cannot write '{}': {}", path, e.what_without_backtrace()), {.file = path, .file_in_message = true});
   } catch (const std::bad_alloc&) {
-    throw io_error(fmt::format("cannot write '{}': out of memory", path));
+    throw io_error(fmt::format("cannot write '{}': out of memory", path), {.file = path, .file_in_message = true});
   }
+}
+
+GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                                  const std::map<std::string, std::string>& metadata) {
+  auto fail = [&](std::string_view what, const std::string& key) {
+    throw format_error(fmt::format("cannot write '{}': {}", path, what), {.file = path, .key = key, .file_in_message = true});
+  };
+  std::vector<tensor_spec> specs;
+  specs.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) {
+    if (!t.defined()) fail(fmt::format("tensor '{}' is undefined", name), name);
+    if (t.layout() != torch::kStrided) fail(fmt::format("tensor '{}' is not a dense (strided) tensor", name), name);
+    if (t.is_quantized())
+      fail(fmt::format("tensor '{}' has dtype {}, which safetensors cannot hold", name, c10::toString(t.scalar_type())), name);
+    specs.push_back({name, t.scalar_type(), t.sizes().vec()});
+  }
+  write_safetensors(path, specs, [&](std::size_t i) { return tensors[i].second; }, metadata);
 }
 
 GRAFT_FUNC void write_safetensors(const std::string& path, const dict& tensors,

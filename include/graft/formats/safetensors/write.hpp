@@ -3,6 +3,8 @@
 // header padded with spaces to a multiple of 8 bytes, the data tiled without gaps.
 // Defined in write-inl.hpp (compiled once in the separately compiled mode).
 
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -12,6 +14,7 @@
 
 #include <graft/config.hpp>
 #include <graft/error.hpp>
+#include <graft/formats/tensor_spec.hpp>
 #include <graft/state_dict/value.hpp>
 
 namespace graft {
@@ -25,6 +28,15 @@ namespace graft {
 GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                                   const std::map<std::string, std::string>& metadata = {});
 
+/// Writes the safetensors file `path` one tensor at a time: the header is made from `specs`,
+/// then `produce(i)` is called once for each tensor, in the order the data is laid out (widest
+/// dtype first, then the order of `specs`), and its bytes are written before the next is asked
+/// for, so the whole file is never in memory. A produced tensor must have its spec's dtype and
+/// shape (a shape_error naming the tensor otherwise). Checks and atomicity as above: an
+/// exception from `produce` leaves `path` untouched and propagates.
+GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<tensor_spec>& specs,
+                                  const std::function<torch::Tensor(std::size_t)>& produce,
+                                  const std::map<std::string, std::string>& metadata = {});
 /// Writes the tensors of `tensors` (nested dicts flattened into dotted names) as the
 /// safetensors file `path`; see the overload above. A non-tensor value is a format_error.
 GRAFT_FUNC void write_safetensors(const std::string& path, const dict& tensors,

@@ -2,7 +2,12 @@
 // The definitions of torch_save/write.hpp.
 
 #include <cstddef>
+#include <functional>
 #include <string>
+#include <string_view>
+#include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include <caffe2/serialize/inline_container.h>
 #include <fmt/format.h>
@@ -33,6 +38,49 @@ GRAFT_FUNC void write_torch_save(const std::string& path, const value& obj) {
       writer.writeEndOfFile();
     } catch (const c10::Error& e) {
       throw io_error(fmt::format("cannot write '{}': {}", path, e.what_without_backtrace()));
+    }
+  });
+}
+
+GRAFT_FUNC void write_torch_save(const std::string& path, const std::vector<tensor_spec>& specs,
+                                 const std::function<torch::Tensor(std::size_t)>& produce) {
+  // The pickle needs each tensor's dtype, shape and storage size, not its data: tensors on the
+  // meta device stand in for them, one storage each, so the records come in the specs' order.
+  dict placeholders;
+  std::unordered_set<std::string_view> names;
+  for (const auto& spec : specs) {
+    if (!names.insert(spec.name).second)
+      throw key_error(fmt::format("cannot write '{}': tensor '{}' is given twice", path, spec.name),
+                      {.file = path, .key = spec.name, .file_in_message = true});
+    placeholders.append(spec.name, torch::empty(spec.shape, torch::TensorOptions().dtype(spec.dtype).device(torch::kMeta)));
+  }
+  detail::pickler pickle(path);
+  pickle.dump(value(std::move(placeholders)));
+  if (pickle.storages().size() != specs.size())
+    throw format_error(fmt::format("cannot write '{}': {} storages for {} tensors", path, pickle.storages().size(), specs.size()),
+                       {.file = path, .file_in_message = true});
+
+  detail::write_atomically(path, [&](detail::atomic_file& file) {
+    try {
+      caffe2::serialize::PyTorchStreamWriter writer([&](const void* buf, std::size_t n) { return file.write(buf, n); });
+      writer.writeRecord("data.pkl", pickle.bytes().data(), pickle.bytes().size());
+      std::string name;
+      for (std::size_t i = 0; i < specs.size(); ++i) {
+        auto t = produce(i);
+        if (!t.defined() || t.scalar_type() != specs[i].dtype || t.sizes() != at::IntArrayRef(specs[i].shape))
+          throw shape_error(fmt::format("cannot write '{}': tensor '{}' was announced as {} {} but produced as {}", path,
+                                        specs[i].name, c10::toString(specs[i].dtype), c10::str(at::IntArrayRef(specs[i].shape)),
+                                        t.defined() ? fmt::format("{} {}", c10::toString(t.scalar_type()), c10::str(t.sizes()))
+                                                    : std::string("undefined")),
+                            {.file = path, .key = specs[i].name, .file_in_message = true});
+        t = t.to(torch::kCPU).contiguous();
+        name.assign("data/").append(pickle.storages()[i].key);
+        writer.writeRecord(name, t.data_ptr(), static_cast<std::size_t>(t.numel()) * t.element_size());
+        if (file.failed()) break;
+      }
+      writer.writeEndOfFile();
+    } catch (const c10::Error& e) {
+      throw io_error(fmt::format("cannot write '{}': {}", path, e.what_without_backtrace()), {.file = path, .file_in_message = true});
     }
   });
 }
