@@ -25,8 +25,10 @@ BELOW = {
     "script": ["base"],
     "amp": ["base"],
     "train": ["base", "walk", "transforms", "optim", "state_dict", "formats", "amp"],
-    # graft.hpp; script.hpp, distributed.hpp, amp.hpp and train.hpp are opt-in.
-    "all": ["base", "walk", "select", "transforms", "optim", "state_dict", "formats", "lora"],
+    "combine": ["base", "select", "io", "state_dict", "formats"],
+    # graft.hpp; script.hpp, distributed.hpp, amp.hpp, train.hpp and combine.hpp are opt-in
+    # (impl/src.hpp, which compiles every definition once, includes combine's).
+    "all": ["base", "walk", "select", "transforms", "optim", "state_dict", "formats", "lora", "combine"],
 }
 
 

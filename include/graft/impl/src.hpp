@@ -8,6 +8,7 @@
 #error "graft/impl/src.hpp is the separately compiled part of graft: define GRAFT_SEPARATE_COMPILATION for every translation unit (or link CMake's graft::compiled instead)"
 #endif
 
+#include <graft/combine/combine-inl.hpp>
 #include <graft/error-inl.hpp>
 #include <graft/formats/libtorch_archive-inl.hpp>
 #include <graft/formats/read-inl.hpp>
