@@ -6,11 +6,15 @@
 //   graft-ckpt convert IN OUT [--filter GLOB]... [--strip-prefix P] [--rename FROM=TO]...
 //                             [--format torch_save|torch_save_legacy|safetensors]
 //   graft-ckpt lora-merge BASE ADAPTER_DIR OUT [--strip-prefix P] [--format ...]
+//   graft-ckpt combine METHOD OUT IN... [--base B] [--weights W,...] [--t T] [--density D]
+//                      [--lambda L] [--normalize yes|no] [--rescale R] [--seed S]
+//                      [--where GLOB:SETTING=V[,SETTING=V]...]... [--format ...] [--progress]
 //
 // Errors graft reports (a malformed file, a filter that keeps nothing, ...) print as
 // "graft-ckpt: <message>" and exit with 2.
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -20,11 +24,14 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include <graft/combine.hpp>
 #include <graft/graft.hpp>
 
 namespace {
@@ -272,10 +279,99 @@ int lora_merge(const lora_merge_options& o) {
   return 0;
 }
 
+struct combine_options {
+  std::string method, out, base, format, normalize, rescale;
+  std::vector<std::string> inputs, wheres;
+  std::vector<double> weights;
+  std::optional<double> t, density, lambda;
+  std::uint64_t seed = 0;
+  bool progress = false;
+};
+
+double number(const std::string& text, const std::string& what) {
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0') throw graft::option_error(fmt::format("{}: '{}' is not a number", what, text));
+  return v;
+}
+
+// --where GLOB:SETTING=V[,SETTING=V]...: t, density, lambda, take (an input's index or "base"),
+// weights (W/W/...).
+graft::combine_params where_params(const std::string& text, const std::string& rest) {
+  graft::combine_params p;
+  std::size_t at = 0;
+  while (at <= rest.size()) {
+    auto comma = rest.find(',', at);
+    auto item = rest.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    auto eq = item.find('=');
+    if (eq == std::string::npos) throw graft::option_error(fmt::format("--where '{}': expected SETTING=VALUE, not '{}'", text, item));
+    auto key = item.substr(0, eq), v = item.substr(eq + 1);
+    auto what = fmt::format("--where '{}'", text);
+    if (key == "t") p.t = number(v, what);
+    else if (key == "density") p.density = number(v, what);
+    else if (key == "lambda") p.lambda = number(v, what);
+    else if (key == "take") p.take = v == "base" ? graft::from_base : static_cast<std::size_t>(number(v, what));
+    else if (key == "weights") {
+      std::size_t s = 0;
+      while (s <= v.size()) {
+        auto slash = v.find('/', s);
+        p.weights.push_back(number(v.substr(s, slash == std::string::npos ? std::string::npos : slash - s), what));
+        if (slash == std::string::npos) break;
+        s = slash + 1;
+      }
+    } else {
+      throw graft::option_error(fmt::format("--where '{}': unknown setting '{}' (t, density, lambda, take, weights)", text, key));
+    }
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  return p;
+}
+
+int combine(const combine_options& o) {
+  auto method = graft::combine_method_named(o.method);
+  if (!method)
+    throw graft::option_error(fmt::format("unknown method '{}': interpolate (wise-ft), linear (average), task_arithmetic, ties, "
+                                          "dare_linear, dare_ties, slerp", o.method));
+  std::vector<graft::combine_input> inputs(o.inputs.begin(), o.inputs.end());
+  std::optional<graft::combine_input> base;
+  if (!o.base.empty()) base.emplace(o.base);
+  graft::combination c(*method, std::move(inputs), std::move(base));
+  c.weights(o.weights).seed(o.seed);
+  if (o.t) c.t(*o.t);
+  if (o.density) c.density(*o.density);
+  if (o.lambda) c.lambda(*o.lambda);
+  if (!o.normalize.empty()) c.normalize(o.normalize == "yes");
+  if (o.rescale == "inverse_density") c.rescale(graft::dare_rescale::inverse_density);
+  else if (o.rescale == "none") c.rescale(graft::dare_rescale::none);
+  for (const auto& w : o.wheres) {
+    auto colon = w.rfind(':');
+    if (colon == std::string::npos || colon == 0)
+      throw graft::option_error(fmt::format("--where '{}': expected GLOB:SETTING=VALUE", w));
+    c.where(graft::glob(graft::runtime(w.substr(0, colon))), where_params(w, w.substr(colon + 1)));
+  }
+  if (o.progress || ::isatty(2)) {
+    c.on_progress([](const graft::combine_progress& p) {
+      const int width = 30;
+      const int filled = p.bytes_total ? static_cast<int>(width * p.bytes_done / p.bytes_total) : width;
+      std::fprintf(stderr, "\r[%s%s] %zu/%zu tensors, %s of %s", std::string(filled, '#').c_str(),
+                   std::string(width - filled, ' ').c_str(), p.done, p.total, human_bytes(p.bytes_done).c_str(),
+                   human_bytes(p.bytes_total).c_str());
+      if (p.done == p.total) std::fputc('\n', stderr);
+    });
+  }
+  auto format = graft::format_for(o.out);
+  if (o.format == "torch_save") format = graft::checkpoint_format::torch_save;
+  else if (o.format == "safetensors") format = graft::checkpoint_format::safetensors;
+  auto report = c.save(o.out, format);
+  fmt::print("{}\n", report.to_string());
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"graft-ckpt: inspect, compare, convert and LoRA-merge checkpoints (torch.save, safetensors, libtorch archives)"};
+  CLI::App app{"graft-ckpt: inspect, compare, convert, LoRA-merge and combine checkpoints (torch.save, safetensors, libtorch archives)"};
   app.require_subcommand(1);
 
   std::string file;
@@ -308,12 +404,36 @@ int main(int argc, char** argv) {
   lora_cmd->add_option("--format", lo.format, "Output format (default: from OUT's name)")
       ->check(CLI::IsMember({"torch_save", "torch_save_legacy", "safetensors"}));
 
+  combine_options cb;
+  auto* combine_cmd = app.add_subcommand("combine", "Combine checkpoints in weight space (WiSE-FT, soups, task arithmetic, TIES, DARE, SLERP)");
+  combine_cmd->add_option("METHOD", cb.method,
+                          "interpolate (wise-ft), linear (average), task_arithmetic, ties, dare_linear, dare_ties, slerp")->required();
+  combine_cmd->add_option("OUT", cb.out, "File to write (.safetensors, or torch.save)")->required();
+  combine_cmd->add_option("IN", cb.inputs, "Checkpoints to combine (files, sharded indexes, model folders)")->required();
+  combine_cmd->add_option("--base", cb.base, "The base: task methods' pretrained checkpoint; slerp's t = 0 end");
+  combine_cmd->add_option("--weights", cb.weights, "One weight per input")->delimiter(',');
+  combine_cmd->add_option("--t", cb.t, "interpolate's and slerp's factor (0: the first input or the base, 1: the other)");
+  combine_cmd->add_option("--density", cb.density, "ties, dare: the fraction of each task vector kept, in (0, 1]");
+  combine_cmd->add_option("--lambda", cb.lambda, "Task methods: the factor of the mixed task vector (default 1)");
+  combine_cmd->add_option("--normalize", cb.normalize, "Divide by the sum of the weights (default: mergekit's per method)")
+      ->check(CLI::IsMember({"yes", "no"}));
+  combine_cmd->add_option("--rescale", cb.rescale, "DARE's rescaling: l1 (default, mergekit's), inverse_density, none")
+      ->check(CLI::IsMember({"l1", "inverse_density", "none"}));
+  combine_cmd->add_option("--seed", cb.seed, "DARE's seed (default 0)");
+  combine_cmd->add_option("--where", cb.wheres,
+                          "Settings for the keys a glob picks, GLOB:SETTING=V[,SETTING=V]: t, density, lambda, "
+                          "weights (W/W/...), take (an input's index from 0, or base) (repeatable; the first match applies)");
+  combine_cmd->add_option("--format", cb.format, "Output format (default: from OUT's name)")
+      ->check(CLI::IsMember({"torch_save", "safetensors"}));
+  combine_cmd->add_flag("--progress", cb.progress, "Show a progress bar on stderr (shown anyway when stderr is a terminal)");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*inspect_cmd) return inspect(file, as_json);
     if (*diff_cmd) return diff(a, b);
     if (*convert_cmd) return convert(co);
     if (*lora_cmd) return lora_merge(lo);
+    if (*combine_cmd) return combine(cb);
   } catch (const graft::error& e) {
     std::fprintf(stderr, "graft-ckpt: %s\n", e.what());
     return 2;

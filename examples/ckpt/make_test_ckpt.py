@@ -40,3 +40,15 @@ save_file({"base_model.model.0.lora_A.weight": torch.randn(2, 3), "base_model.mo
            "base_model.model.3.lora_A.weight": torch.randn(2, 4), "base_model.model.3.lora_B.weight": torch.randn(2, 2)},
           os.path.join(adapter, "adapter_model.safetensors"), metadata={"format": "pt"})
 
+
+# For combine: the model's weights as a base and two fine-tunes of it (noise on every float
+# tensor; the counter num_batches_tracked equal in all), in both formats.
+base = {k: v.clone() for k, v in sd.items()}
+save_file(base, os.path.join(out, "base.safetensors"))
+for i, fmt in ((1, "safetensors"), (2, "pt")):
+    g = torch.Generator().manual_seed(10 + i)
+    ft = {k: (v + 0.1 * i * torch.randn(v.shape, generator=g)) if v.is_floating_point() else v.clone() for k, v in base.items()}
+    if fmt == "pt":
+        torch.save(ft, os.path.join(out, "ft2.pt"))
+    else:
+        save_file(ft, os.path.join(out, "ft1.safetensors"))
