@@ -11,10 +11,12 @@ GRAFT_PACKAGES=(
 )
 # What the tests need besides: Catch2, graft-ckpt's CLI11 and nlohmann-json, c10d's Gloo,
 # Python with torch and torchvision as oracles (plus venv, for the environments below), and
-# clang 16, which builds graft a second way (tests/clang).
+# clang 16, which builds graft a second way (tests/clang), and gnuplot, which draws tutorial 12's
+# curve.
 GRAFT_TEST_PACKAGES=(
   catch2 libcli11-dev nlohmann-json3-dev libgloo-dev python3-torch python3-torchvision python3-venv
   clang-16
+  gnuplot-nox
 )
 
 graft_install_packages() {
