@@ -7,7 +7,7 @@ graft_install_packages "${GRAFT_PACKAGES[@]}" "${GRAFT_TEST_PACKAGES[@]}" libben
 graft_python_env vision
 cd "$GRAFT_ROOT"
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(bench_select bench_param_groups bench_checkpoint bench_distributed bench_lora bench_script)
+[ ${#benches[@]} -gt 0 ] || benches=(bench_select bench_param_groups bench_checkpoint bench_distributed bench_lora bench_script bench_combine)
 cmake --preset release >/dev/null
 cmake --build --preset release --target "${benches[@]}"
 for b in "${benches[@]}"; do
