@@ -399,3 +399,34 @@ print(json.dumps({"kept": soup, "order": order, "score": best, "weight": final["
   CHECK_THROWS_AS(graft::greedy_soup(*net, bad, evaluate), graft::shape_error);
   CHECK(torch::equal(net->weight, before));
 }
+
+TEST_CASE("streamed writers check what is produced against what was announced, atomically", "[combine]") {
+  graft::test::scratch_dir dir;
+  std::vector<graft::tensor_spec> specs{{"a", torch::kFloat, {2, 3}}, {"b", torch::kBFloat16, {4}}, {"c", torch::kLong, {}}};
+  std::vector<torch::Tensor> data{torch::randn({2, 3}), torch::randn({4}).to(torch::kBFloat16), torch::tensor(int64_t{5})};
+  for (auto format : {graft::checkpoint_format::safetensors, graft::checkpoint_format::torch_save}) {
+    const auto path = dir.file(format == graft::checkpoint_format::safetensors ? "s.safetensors" : "s.pt");
+    std::vector<std::size_t> asked;
+    graft::save(specs, [&](std::size_t i) { asked.push_back(i); return data[i]; }, path, format);
+    CHECK(asked.size() == 3);  // each once, in the format's own order
+    auto back = read_all(path);
+    REQUIRE(back.keys() == std::vector<std::string>{"a", "b", "c"});
+    for (std::size_t i = 0; i < 3; ++i) CHECK(torch::equal(back.at(specs[i].name), data[i]));
+
+    // A tensor that is not what was announced: a shape_error naming it, and the file as it was.
+    const auto before = std::filesystem::file_size(path);
+    try {
+      graft::save(specs, [&](std::size_t i) { return i == 1 ? torch::zeros({5}, torch::kBFloat16) : data[i]; }, path, format);
+      FAIL("a wrong tensor was written");
+    } catch (const graft::shape_error& e) {
+      CHECK_THAT(e.what(), Contains("tensor 'b' was announced as BFloat16 [4] but produced as BFloat16 [5]"));
+      CHECK(e.context().key == "b");
+      CHECK(e.context().file == path);
+    }
+    CHECK_THROWS_WITH(graft::save(specs, [&](std::size_t) -> torch::Tensor { throw std::runtime_error("stop"); }, path, format), "stop");
+    CHECK(std::filesystem::file_size(path) == before);
+    CHECK(torch::equal(read_all(path).at("a"), data[0]));
+  }
+  CHECK_THROWS_AS(graft::save(specs, [&](std::size_t i) { return data[i]; }, dir.file("x.pt"), graft::checkpoint_format::torch_save_legacy),
+                  graft::option_error);
+}
