@@ -369,6 +369,17 @@ TEST_CASE("lora: refused inputs name what is wrong and change nothing", "[lora]"
     auto dora = copy("dora");
     edit_config(dora, "\"use_dora\": false", "\"use_dora\": true");
     CHECK_THROWS_WITH(graft::lora::load(*net, dora), Catch::Contains("use_dora is true: DoRA adapters are not supported"));
+    // Initializations that change the base weights (PEFT re-applies them on load): refused by name.
+    for (std::string init : {"pissa", "pissa_niter_4", "olora", "loftq", "corda"}) {
+      auto changed = copy(init);
+      edit_config(changed, "\"init_lora_weights\": true", "\"init_lora_weights\": \"" + init + "\"");
+      CHECK_THROWS_WITH(graft::lora::load(*net, changed),
+                        Catch::Contains("init_lora_weights is '" + init + "': PEFT changes the base weights") &&
+                            Catch::Contains("path_initial_model_for_weight_conversion"));
+    }
+    auto unknown = copy("unknown_init");
+    edit_config(unknown, "\"init_lora_weights\": true", "\"init_lora_weights\": \"spectral\"");
+    CHECK_THROWS_WITH(graft::lora::load(*net, unknown), Catch::Contains("init_lora_weights is 'spectral', an initialization graft does not know"));
     // A config that is not the JSON it should be: refused naming the file, and the key or byte.
     auto typed = copy("typed");
     edit_config(typed, "\"r\": 4", "\"r\": \"4\"");

@@ -257,3 +257,39 @@ for path, kind in mods:
     CHECK(!mine.empty());
   }
 }
+
+TEST_CASE("lora/peft: a PiSSA or OLoRA folder is refused by name; converted to plain LoRA it gives PEFT's outputs", "[lora][peft]") {
+  lora_fixture fx;
+  run_peft(fmt::format(R"(
+d = '{}'
+for init in ('pissa', 'olora'):
+    torch.manual_seed(5)
+    pm = get_peft_model(base_net(d), LoraConfig(r=2, lora_alpha=4, target_modules=['lin1'], init_lora_weights=init))
+    # The initial adapter, kept for the conversion (PEFT's documented recipe).
+    pm.peft_config['default'].init_lora_weights = True
+    pm.save_pretrained(d + '/' + init + '_initial')
+    pm.peft_config['default'].init_lora_weights = init
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if 'lora_' in n:
+                p.add_(0.05 * torch.randn_like(p))  # "trained"
+    pm.save_pretrained(d + '/' + init)  # against the changed base: PEFT changes it again on load
+    pm.save_pretrained(d + '/' + init + '_converted', path_initial_model_for_weight_conversion=d + '/' + init + '_initial')
+    pm.eval()
+    img, tok = inputs(d)
+    with torch.no_grad():
+        save_file({{'y': pm(img, tok)}}, d + '/' + init + '_out.safetensors')
+)",
+                       fx.path()));
+  for (std::string init : {"pissa", "olora"}) {
+    INFO(init);
+    auto net = fx.fresh();
+    auto before = graft::test::snapshot(*net);
+    CHECK_THROWS_WITH(graft::lora::load(*net, fx.dir.file(init)),
+                      Catch::Contains("init_lora_weights is '" + init + "': PEFT changes the base weights"));
+    CHECK(graft::test::same_state(before, *net));
+    graft::lora::load(*net, fx.dir.file(init + "_converted"));
+    auto want = graft::read(fx.dir.file(init + "_out.safetensors")).load().at("y");
+    CHECK(max_diff(fx.run(net), want) <= 1e-4);
+  }
+}

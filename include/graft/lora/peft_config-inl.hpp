@@ -143,8 +143,25 @@ GRAFT_FUNC adapter_config read_adapter_config(const std::string& folder) {
   if (const auto* v = j.find("init_lora_weights")) {
     if (v->is_boolean()) c.options.init = v->as_bool() ? init_mode::kaiming : init_mode::none;
     else if (v->is_string() && v->as_string() == "gaussian") c.options.init = init_mode::gaussian;
-    // Other initializations (pissa, olora, loftq, ...) only matter for a new adapter; a file's
-    // adapter brings its own weights.
+    else if (v->is_string()) {
+      // PiSSA, OLoRA, CorDA and LoftQ change the base weights when PEFT creates the adapter
+      // (W minus the initial B·A), and PEFT does that again when it loads such a folder onto the
+      // original base: its factors are only right against the changed weights. Refused rather
+      // than loaded onto unchanged weights, which would compute other outputs without a word.
+      const auto& init = v->as_string();
+      const bool changes_base = init == "pissa" || init.starts_with("pissa_niter_") || init == "olora" || init == "corda" ||
+                                init == "loftq";
+      if (changes_base)
+        bad("init_lora_weights",
+            fmt::format("is '{}': PEFT changes the base weights for such an adapter and changes them again when it "
+                        "loads the folder, which graft does not do; save the adapter with PEFT's "
+                        "path_initial_model_for_weight_conversion, which makes it a plain LoRA adapter for the original "
+                        "weights", init));
+      bad("init_lora_weights", fmt::format("is '{}', an initialization graft does not know: it may change the base "
+                                           "weights as PiSSA does, so the folder is refused", init));
+    } else {
+      bad("init_lora_weights", "is neither a boolean nor a string");
+    }
   }
   c.options.rank_pattern = detail::read_patterns<std::int64_t>(j, "rank_pattern", file);
   c.options.alpha_pattern = detail::read_patterns<double>(j, "alpha_pattern", file);
