@@ -3,6 +3,7 @@
 // types), and PEFT's adapter folders.
 #include <graft/lora/adapters.hpp>
 #include <graft/lora/layers.hpp>
+#include <graft/lora/loraplus.hpp>
 #include <graft/lora/options.hpp>
 #include <graft/lora/peft.hpp>
 #include <graft/lora/peft_config.hpp>

@@ -21,7 +21,7 @@ BELOW = {
     "state_dict": ["base", "walk", "select", "io"],
     "formats": ["base", "io", "state_dict"],
     "distributed": ["base", "select", "state_dict", "formats"],
-    "lora": ["base", "walk", "select", "io", "state_dict", "formats"],
+    "lora": ["base", "walk", "select", "optim", "io", "state_dict", "formats"],
     "script": ["base"],
     "amp": ["base"],
     "train": ["base", "walk", "transforms", "optim", "state_dict", "formats", "amp"],

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "lora_net.hpp"
 
 using namespace graft::literals;
@@ -292,4 +294,80 @@ for init in ('pissa', 'olora'):
     auto want = graft::read(fx.dir.file(init + "_out.safetensors")).load().at("y");
     CHECK(max_diff(fx.run(net), want) <= 1e-4);
   }
+}
+
+namespace {
+// A Linear, a LayerNorm and a head, for LoRA+'s no-decay rule (LayerNorm tensors).
+struct NormNetImpl : torch::nn::Module {
+  torch::nn::Linear lin{register_module("lin", torch::nn::Linear(4, 6))};
+  torch::nn::LayerNorm norm{register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({6})))};
+  torch::nn::Linear head{register_module("head", torch::nn::Linear(6, 3))};
+};
+TORCH_MODULE(NormNet);
+} // namespace
+
+TEST_CASE("lora/peft: LoRA+ param groups are those of PEFT's create_loraplus_optimizer", "[lora][peft]") {
+  lora_fixture fx;
+  // PEFT's groups, each as (lr, weight_decay, parameter names in graft's spelling).
+  auto out = run_peft(fmt::format(R"(
+from peft.optimizers import create_loraplus_optimizer
+class NormNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.norm, self.head = nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 3)
+def graft_name(n):
+    n = n.removeprefix('base_model.model.').replace('.base_layer.', '.').replace('.modules_to_save.default.', '.')
+    for f in ('A', 'B'):
+        n = n.replace(f'lora_{{f}}.default.weight', f'lora_{{f}}.weight').replace(f'lora_embedding_{{f}}.default', f'lora_{{f}}.weight')
+    return n
+result = []
+for model, cfg in ((base_net('{}'), dict(r=2, target_modules=['emb', 'conv3', 'lin1'], bias='lora_only', modules_to_save=['fc'])),
+                   (NormNet(), dict(r=2, target_modules=['lin'], modules_to_save=['norm', 'head']))):
+    pm = get_peft_model(model, LoraConfig(**cfg))
+    names = {{id(p): n for n, p in pm.named_parameters()}}
+    opt = create_loraplus_optimizer(pm, torch.optim.AdamW, lr=1e-3, loraplus_lr_ratio=8, loraplus_weight_decay=0.01,
+                                    loraplus_lr_embedding=1e-5)
+    result.append([[g['lr'], g['weight_decay'], [graft_name(names[id(p)]) for p in g['params']]] for g in opt.param_groups if g['params']])
+print(json.dumps(result))
+)",
+                                  fx.path()));
+  std::istringstream lines(out);
+  std::string last;
+  for (std::string l; std::getline(lines, l);)
+    if (!l.empty() && l.front() == '[') last = l;
+  auto want = nlohmann::json::parse(last);
+  const graft::lora::loraplus_options plus{.lr_ratio = 8, .lr_embedding = 1e-5, .weight_decay = 0.01};
+  const auto adamw = torch::optim::AdamWOptions(1e-3).weight_decay(0.05);  // its weight decay is replaced, as in PEFT
+  auto compare = [&](const graft::named_param_groups& groups, const nlohmann::json& peft) {
+    REQUIRE(groups.size() == peft.size());
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      INFO(groups.names()[g]);
+      CHECK(groups.info()[g].lr == Approx(peft[g][0].get<double>()).epsilon(1e-12));
+      CHECK(groups.info()[g].weight_decay.value() == Approx(peft[g][1].get<double>()).epsilon(1e-12));
+      std::vector<std::string> mine;
+      for (const auto& p : groups.parameters())
+        if (p.group == g) mine.emplace_back(p.path);
+      auto theirs = peft[g][2].get<std::vector<std::string>>();
+      std::sort(mine.begin(), mine.end());
+      std::sort(theirs.begin(), theirs.end());
+      CHECK(mine == theirs);
+    }
+  };
+  for (bool own : {false, true}) {
+    INFO((own ? "graft's own layer types" : "libtorch's layers"));
+    std::shared_ptr<torch::nn::Module> net = own ? std::shared_ptr<torch::nn::Module>(fx.fresh<graft::test::OwnLoraNet>().ptr())
+                                                 : std::shared_ptr<torch::nn::Module>(fx.fresh().ptr());
+    graft::lora::attach(*net, "{emb,conv3,lin1}.weight"_glob, {.r = 2, .bias = graft::lora::bias_mode::lora_only}, "fc.**"_glob);
+    auto groups = graft::lora::loraplus_param_groups(*net, adamw, plus);
+    CHECK(groups.names() == std::vector<std::string>{"lora_A", "embedding", "lora_B", "lora_B.no_decay"});
+    compare(groups, want[0]);
+    auto opt = groups.make_optimizer<torch::optim::AdamW>();
+    CHECK(opt.param_groups().size() == 4);
+  }
+  NormNet norm;
+  graft::lora::attach(*norm, "lin.weight"_glob, {.r = 2}, "{norm,head}.**"_glob);
+  auto groups = graft::lora::loraplus_param_groups(*norm, adamw, plus);
+  CHECK(groups.names() == std::vector<std::string>{"lora_A", "lora_B", "lora_B.no_decay"});
+  compare(groups, want[1]);
+  CHECK_THROWS_AS(graft::lora::loraplus_param_groups(*norm, adamw, {.lr_ratio = 0}), graft::option_error);
 }
