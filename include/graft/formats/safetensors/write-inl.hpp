@@ -110,14 +110,8 @@ GRAFT_FUNC void write_safetensors(const std::string& path, const std::vector<ten
     out.write(len, 8);
     out.write(text.data(), text.size());
     for (auto i : layout) {
-      // One tensor made contiguous at a time, so a strided model costs one tensor of memory.
-      auto t = produce(i);
-      if (!t.defined() || t.scalar_type() != specs[i].dtype || t.sizes() != at::IntArrayRef(specs[i].shape))
-        throw shape_error(fmt::format("cannot write '{}': tensor '{}' was announced as {} {} but produced as {}", path,
-                                      specs[i].name, c10::toString(specs[i].dtype), c10::str(at::IntArrayRef(specs[i].shape)),
-                                      t.defined() ? fmt::format("{} {}", c10::toString(t.scalar_type()), c10::str(t.sizes())) : std::string("undefined")),
-                          {.file = path, .key = specs[i].name, .file_in_message = true});
-      t = t.to(torch::kCPU).contiguous();
+      // One tensor made (and made contiguous) at a time, so a model costs one tensor of memory.
+      auto t = detail::produce_announced(path, specs, produce, i);
       if (t.numel()) out.write(t.data_ptr(), static_cast<std::size_t>(t.numel()) * t.element_size());
       if (out.failed()) break;
     }

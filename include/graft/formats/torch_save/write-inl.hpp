@@ -66,14 +66,7 @@ GRAFT_FUNC void write_torch_save(const std::string& path, const std::vector<tens
       writer.writeRecord("data.pkl", pickle.bytes().data(), pickle.bytes().size());
       std::string name;
       for (std::size_t i = 0; i < specs.size(); ++i) {
-        auto t = produce(i);
-        if (!t.defined() || t.scalar_type() != specs[i].dtype || t.sizes() != at::IntArrayRef(specs[i].shape))
-          throw shape_error(fmt::format("cannot write '{}': tensor '{}' was announced as {} {} but produced as {}", path,
-                                        specs[i].name, c10::toString(specs[i].dtype), c10::str(at::IntArrayRef(specs[i].shape)),
-                                        t.defined() ? fmt::format("{} {}", c10::toString(t.scalar_type()), c10::str(t.sizes()))
-                                                    : std::string("undefined")),
-                            {.file = path, .key = specs[i].name, .file_in_message = true});
-        t = t.to(torch::kCPU).contiguous();
+        auto t = detail::produce_announced(path, specs, produce, i);
         name.assign("data/").append(pickle.storages()[i].key);
         writer.writeRecord(name, t.data_ptr(), static_cast<std::size_t>(t.numel()) * t.element_size());
         if (file.failed()) break;
