@@ -6,6 +6,7 @@
 import json
 import os
 import sys
+import tempfile
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -15,11 +16,15 @@ import combine_formulas  # noqa: E402
 
 d, got_path, method = sys.argv[2], sys.argv[3], sys.argv[4]
 settings = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
-# The oracle reads torch.save files: the safetensors inputs converted first.
+# The oracle reads torch.save files: the safetensors inputs converted first, into a folder of
+# this run's own (ctest runs the checks of several methods at once).
+scratch = tempfile.TemporaryDirectory(prefix="check_combine.")
 for name in ("base", "ft1"):
-    torch.save(load_file(os.path.join(d, name + ".safetensors")), os.path.join(d, name + ".as.pt"))
-spec = {"method": method, "inputs": [os.path.join(d, "ft1.as.pt"), os.path.join(d, "ft2.pt")],
-        "base": os.path.join(d, "base.as.pt"), "out": os.path.join(d, "combine.expected.pt")}
+    torch.save(load_file(os.path.join(d, name + ".safetensors")),
+               os.path.join(scratch.name, name + ".as.pt"))
+spec = {"method": method, "inputs": [os.path.join(scratch.name, "ft1.as.pt"), os.path.join(d, "ft2.pt")],
+        "base": os.path.join(scratch.name, "base.as.pt"),
+        "out": os.path.join(scratch.name, "combine.expected.pt")}
 spec.update(settings)
 combine_formulas.combine(spec)
 want = torch.load(spec["out"])
