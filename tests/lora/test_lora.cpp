@@ -368,7 +368,7 @@ TEST_CASE("lora: refused inputs name what is wrong and change nothing", "[lora]"
     CHECK_THROWS_WITH(graft::lora::load(*net, missing), Catch::Contains("has no lora_B for 'lin1'"));
     auto dora = copy("dora");
     edit_config(dora, "\"use_dora\": false", "\"use_dora\": true");
-    CHECK_THROWS_WITH(graft::lora::load(*net, dora), Catch::Contains("use_dora is true: DoRA adapters are not supported"));
+    CHECK_THROWS_WITH(graft::lora::load(*net, dora), Catch::Contains("has no lora_magnitude_vector for 'emb', a layer target_modules picks (use_dora is true)"));
     // Initializations that change the base weights (PEFT re-applies them on load): refused by name.
     for (std::string init : {"pissa", "pissa_niter_4", "olora", "loftq", "corda"}) {
       auto changed = copy(init);

@@ -34,26 +34,35 @@ namespace detail {
 // since the last refresh() is recomputed in place, without a graph, so that an evaluation that
 // follows the last step sees it. A training forward still needs refresh() first. libtorch's
 // optimizers step through Tensor::data(), which leaves the version counter alone, so a change
-// is seen by comparing A and B with copies kept at the last refresh (they are small); on a
+// is seen by comparing A and B (and DoRA's magnitude) with copies kept at the last refresh
+// (they are small); on a
 // device other than the CPU that comparison would wait for the device, so there the weights
 // are recomputed after every step without it.
 struct adapter_layers final : graft::detail::after_step_listener {
   std::vector<layer> layers;
   bool merged = false;
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> seen;  // A and B at the last refresh (CPU layers)
+  std::vector<std::vector<torch::Tensor>> seen;  // A, B (and m) at the last refresh (CPU layers)
 
+  static std::vector<torch::Tensor> trained(const layer& l) {
+    return l.magnitude.defined() ? std::vector<torch::Tensor>{l.A, l.B, l.magnitude} : std::vector<torch::Tensor>{l.A, l.B};
+  }
   void record() {
     torch::NoGradGuard no_grad;
     seen.clear();
-    for (auto& l : layers)
-      if (!l.own_layer && l.A.is_cpu()) seen.emplace_back(l.A.detach().clone(), l.B.detach().clone());
-      else seen.emplace_back();
+    for (auto& l : layers) {
+      seen.emplace_back();
+      if (!l.own_layer && l.A.is_cpu())
+        for (auto& t : trained(l)) seen.back().push_back(t.detach().clone());
+    }
   }
   bool out_of_date(std::size_t i) const {
     auto& l = layers[i];
     if (l.own_layer) return false;
-    if (i >= seen.size() || !seen[i].first.defined()) return true;
-    return !torch::equal(l.A, seen[i].first) || !torch::equal(l.B, seen[i].second);
+    if (i >= seen.size() || seen[i].empty()) return true;
+    auto now = trained(l);
+    for (std::size_t k = 0; k < now.size(); ++k)
+      if (!torch::equal(now[k], seen[i][k])) return true;
+    return false;
   }
   void after_step() override {
     if (merged) return;
@@ -108,38 +117,50 @@ public:
     if (state_->merged) return;
     for (auto& l : state_->layers) {
       if (l.own_layer) continue;
-      torch::Tensor a = l.A;
+      torch::Tensor a = l.A, keep;
       if (options_.dropout > 0 && l.kind != layer_kind::embedding && model_->is_training() && torch::GradMode::is_enabled()) {
         // Drops input features of A (columns of the linear map), with one mask per step.
-        auto keep = torch::empty({l.A.size(1)}, l.A.options().requires_grad(false)).bernoulli_(1.0 - options_.dropout);
+        keep = torch::empty({l.A.size(1)}, l.A.options().requires_grad(false)).bernoulli_(1.0 - options_.dropout);
         std::vector<std::int64_t> shape(static_cast<std::size_t>(l.A.dim()), 1);
         shape[1] = l.A.size(1);
-        a = l.A * (keep.view(shape) / (1.0 - options_.dropout));
+        keep = keep.view(shape) / (1.0 - options_.dropout);
+        a = l.A * keep;
       }
-      *l.weight = l.weight_with(a);
+      *l.weight = l.weight_with(a, keep);
     }
     state_->record();
   }
 
-  /// Folds scale·ΔW into each base weight: the layers then run at their own cost. The adapters
-  /// stay (unmerge() takes them back out).
+  /// Folds scale·ΔW into each base weight (DoRA: W0 becomes m/‖W0 + scale·ΔW‖·(W0 + scale·ΔW),
+  /// the norm kept for unmerge(), as in PEFT): the layers then run at their own cost. The
+  /// adapters stay (unmerge() takes them back out).
   void merge() {
     if (state_->merged) throw state_error("the adapters are merged already");
     torch::NoGradGuard no_grad;
     for (auto& l : state_->layers) {
-      l.base.add_(l.delta());
+      auto d = l.delta();
+      if (l.magnitude.defined()) {
+        l.merged_norm = l.dora_norm(d);
+        l.base.add_(d).mul_(l.dora_ratio(l.merged_norm));
+      } else {
+        l.base.add_(d);
+      }
       *l.weight = l.base;
       if (l.own_layer) l.own_layer->set_active(false);
     }
     state_->merged = true;
   }
 
-  /// Subtracts what merge() added; the layers run with separate adapters again.
+  /// Takes out what merge() folded in; the layers run with separate adapters again.
   void unmerge() {
     if (!state_->merged) throw state_error("the adapters are not merged");
     {
       torch::NoGradGuard no_grad;
       for (auto& l : state_->layers) {
+        if (l.magnitude.defined()) {
+          l.base.div_(l.dora_ratio(l.merged_norm));
+          l.merged_norm = torch::Tensor();
+        }
         l.base.sub_(l.delta());
         if (l.own_layer) l.own_layer->set_active(true);
       }
@@ -148,20 +169,24 @@ public:
     refresh();
   }
 
-  /// Removes the adapters from the model: the lora_A/lora_B children go, and each layer's
+  /// Removes the adapters from the model: the lora_A/lora_B (and DoRA's lora_magnitude_vector)
+  /// children go, and each layer's
   /// weight is its registered W0 again (with the adapters folded in if merged). The model's
   /// state dict then has its original keys. These adapters are empty afterwards.
   void unload() {
     for (auto& l : state_->layers) {
       auto children = l.module->named_children();
-      if (!children.contains("lora_A") || !children.contains("lora_B"))
-        throw state_error(fmt::format("'{}' lost its lora_A or lora_B child since attach(): nothing was unloaded", l.path));
+      if (!children.contains("lora_A") || !children.contains("lora_B") ||
+          (l.magnitude.defined() && !children.contains("lora_magnitude_vector")))
+        throw state_error(fmt::format("'{}' lost its lora_A, lora_B or lora_magnitude_vector child since attach(): nothing was unloaded",
+                                      l.path));
     }
     for (auto& l : state_->layers) {
       *l.weight = l.base;
       if (l.own_layer) l.own_layer->disconnect();
       l.module->unregister_module("lora_A");
       l.module->unregister_module("lora_B");
+      if (l.magnitude.defined()) l.module->unregister_module("lora_magnitude_vector");
     }
     state_->layers.clear();
     saved_.clear();
@@ -174,7 +199,8 @@ public:
   }
 
   /// Every tensor the adapter trains and saves, under its path in the model: lora_A and lora_B
-  /// of each layer, the trained biases, and the modules_to_save parameters.
+  /// of each layer (and lora_magnitude_vector with DoRA), the trained biases, and the
+  /// modules_to_save parameters.
   const std::vector<selected_tensor>& saved() const noexcept { return saved_; }
 
   /// The trainable parameters: for an optimizer or param_groups.
@@ -216,7 +242,7 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
         throw option_error(fmt::format("'{}' and '{}' are one module registered under two names: LoRA can wrap it under one",
                                        plan[j].path, p.path));
     auto [kind, type] = classify(*p.module, p.path, picked_by);
-    for (auto* child : {"lora_A", "lora_B"})
+    for (auto* child : {"lora_A", "lora_B", "lora_magnitude_vector"})
       if (p.module->named_children().contains(child))
         throw state_error(fmt::format("'{}' has LoRA adapters already (a child '{}'): unload() them first", p.path, child));
     auto r = value_for(opts.rank_pattern, p.path, opts.r, "rank_pattern");
@@ -262,7 +288,14 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
     init_factors(l.kind, opts.init, a, b, l.r);
     l.A = l.module->register_module("lora_A", std::make_shared<factor_impl>(a.set_requires_grad(true)))->weight;
     l.B = l.module->register_module("lora_B", std::make_shared<factor_impl>(b.set_requires_grad(true)))->weight;
-    if (l.own_layer) l.own_layer->connect(l.A, l.B, l.scale, l.kind == layer_kind::embedding ? 0.0 : opts.dropout);
+    if (opts.dora) {
+      // PEFT's start: m = ‖W0 + scale·ΔW‖ per row, so a new DoRA adapter changes nothing when
+      // ΔW starts at zero.
+      auto m = l.dora_norm(l.delta(a, b)).reshape(magnitude_shape(l.kind, l.base)).clone().set_requires_grad(true);
+      l.magnitude = l.module->register_module("lora_magnitude_vector", std::make_shared<factor_impl>(m))->weight;
+    }
+    if (l.own_layer)
+      l.own_layer->connect(l.A, l.B, l.scale, l.kind == layer_kind::embedding ? 0.0 : opts.dropout, l.magnitude);
     rep.layers.push_back(l.path);
     rep.types.push_back(l.type);
     rep.ranks.push_back(l.r);
@@ -284,8 +317,10 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
     auto path = std::string(t.path());
     auto owner = parent_path(path);
     // This call's adapters only: another attach()'s (or a user's module named lora_A) are not ours.
-    bool adapter = t.is_parameter() && t.name() == "weight" && (owner.ends_with("lora_A") || owner.ends_with("lora_B")) &&
-                   is_lora_layer(parent_path(owner)) && owner.size() == parent_path(owner).size() + 7;
+    auto layer_path = parent_path(owner);
+    auto child = std::string_view(owner).substr(layer_path.empty() ? 0 : layer_path.size() + 1);
+    bool adapter = t.is_parameter() && t.name() == "weight" && is_lora_layer(layer_path) &&
+                   (child == "lora_A" || child == "lora_B" || (opts.dora && child == "lora_magnitude_vector"));
     bool bias = t.is_parameter() && t.name() == "bias" &&
                 (opts.bias == bias_mode::all || (opts.bias == bias_mode::lora_only && is_lora_layer(owner)));
     bool whole = in_to_save(t.tensor());

@@ -1,9 +1,10 @@
 #pragma once
 // graft's own Linear, Conv1d/2d/3d and Embedding: libtorch's layers (same options, parameters,
 // initialization and state dict) whose forward() also computes a LoRA adapter on the
-// activations, base(x) + scale·B(A(dropout(x))), as PEFT computes it. Declare a model's layers
-// with these types where you can change its code: lora::attach() then wraps them without
-// recomputing their weights, and a training step costs what a hand-written LoRA layer costs.
+// activations, base(x) + scale·B(A(dropout(x))), as PEFT computes it (DoRA too). Declare a
+// model's layers with these types where you can change its code: lora::attach() then wraps them
+// without recomputing their weights, and a training step costs what a hand-written LoRA layer
+// costs.
 // Until an adapter is attached (and while it is merged) they are exactly libtorch's layers.
 
 #include <cstdint>
@@ -17,21 +18,22 @@ namespace graft::lora {
 
 namespace detail {
 
-/// What attach() connects to one of graft's own layers: the adapter's factors and scale. The
-/// layer reads it in forward(); nothing else does.
+/// What attach() connects to one of graft's own layers: the adapter's factors and scale (and
+/// DoRA's magnitude). The layer reads it in forward(); nothing else does.
 class adapter_slot {
 public:
   virtual ~adapter_slot() = default;
 
-  void connect(torch::Tensor a, torch::Tensor b, double scale, double dropout) {
+  void connect(torch::Tensor a, torch::Tensor b, double scale, double dropout, torch::Tensor magnitude = {}) {
     a_ = std::move(a);
     b_ = std::move(b);
+    m_ = std::move(magnitude);
     scale_ = scale;
     dropout_ = dropout;
     active_ = true;
   }
   void disconnect() {
-    a_ = b_ = torch::Tensor();
+    a_ = b_ = m_ = torch::Tensor();
     active_ = false;
   }
   /// merge() folds the adapter into the weight: the forward then skips it (and unmerge() puts it back).
@@ -39,16 +41,32 @@ public:
   bool active() const noexcept { return active_; }
 
 protected:
+  /// Whether the adapter's input is dropped (dropout set, the layer training).
+  bool drops(bool training) const noexcept { return dropout_ > 0 && training; }
   /// The adapter's input: x, with PEFT's dropout while the layer trains.
   torch::Tensor adapter_input(const torch::Tensor& x, bool training) const {
-    return dropout_ > 0 && training ? torch::dropout(x, dropout_, true) : x;
+    return drops(training) ? torch::dropout(x, dropout_, true) : x;
   }
   const torch::Tensor& a() const noexcept { return a_; }
   const torch::Tensor& b() const noexcept { return b_; }
+  /// DoRA's magnitude vector; undefined for plain LoRA.
+  const torch::Tensor& magnitude() const noexcept { return m_; }
   double scale() const noexcept { return scale_; }
+  /// DoRA's m / ‖W0 + scale·ΔW‖ as a vector: `dim` 1, one entry per row of W0 (the norm over
+  /// all its other dimensions); `dim` 0, one per column (an embedding's dimensions). The norm
+  /// is computed without a graph from the undropped factors, as PEFT does.
+  torch::Tensor dora_ratio(const torch::Tensor& w0, const torch::Tensor& scaled_delta, std::int64_t dim) const {
+    torch::Tensor norm;
+    {
+      torch::NoGradGuard no_grad;
+      auto w = w0 + scaled_delta;
+      norm = dim == 0 ? w.norm(2, {0}) : w.flatten(1).norm(2, {1});
+    }
+    return m_.reshape({-1}) / norm;
+  }
 
 private:
-  torch::Tensor a_, b_;
+  torch::Tensor a_, b_, m_;
   double scale_ = 0, dropout_ = 0;
   bool active_ = false;
 };
@@ -57,8 +75,8 @@ private:
 /// padding (mode included) and dilation, B a 1x1 convolution; so the unmerged forward computes
 /// exactly what the merged weight does.
 template <std::size_t D, class Options>
-torch::Tensor adapter_conv(torch::Tensor x, const torch::Tensor& a, const torch::Tensor& b, const Options& o,
-                           const std::vector<std::int64_t>& reversed_padding_twice) {
+torch::Tensor conv_like(torch::Tensor x, const torch::Tensor& w, const Options& o,
+                        const std::vector<std::int64_t>& reversed_padding_twice) {
   namespace F = torch::nn::functional;
   F::ConvFuncOptions<D> first;
   first.stride(o.stride()).dilation(o.dilation());
@@ -73,9 +91,18 @@ torch::Tensor adapter_conv(torch::Tensor x, const torch::Tensor& a, const torch:
     x = F::pad(x, pad);
     first.padding(0);
   }
-  if constexpr (D == 1) return F::conv1d(F::conv1d(x, a, first), b);
-  else if constexpr (D == 2) return F::conv2d(F::conv2d(x, a, first), b);
-  else return F::conv3d(F::conv3d(x, a, first), b);
+  if constexpr (D == 1) return F::conv1d(x, w, first);
+  else if constexpr (D == 2) return F::conv2d(x, w, first);
+  else return F::conv3d(x, w, first);
+}
+template <std::size_t D, class Options>
+torch::Tensor adapter_conv(const torch::Tensor& x, const torch::Tensor& a, const torch::Tensor& b, const Options& o,
+                           const std::vector<std::int64_t>& reversed_padding_twice) {
+  namespace F = torch::nn::functional;
+  auto h = conv_like<D>(x, a, o, reversed_padding_twice);
+  if constexpr (D == 1) return F::conv1d(h, b);
+  else if constexpr (D == 2) return F::conv2d(h, b);
+  else return F::conv3d(h, b);
 }
 
 template <std::size_t D, class Base>
@@ -85,9 +112,19 @@ public:
   torch::Tensor forward(const torch::Tensor& x) {
     auto y = Base::forward(x);
     if (!active()) return y;
-    return y.add(adapter_conv<D>(adapter_input(x, this->is_training()), a(), b(), this->options,
-                                 this->_reversed_padding_repeated_twice),
-                 scale());
+    auto xa = adapter_input(x, this->is_training());
+    auto lora = adapter_conv<D>(xa, a(), b(), this->options, this->_reversed_padding_repeated_twice);
+    if (!magnitude().defined()) return y.add(lora, scale());
+    // DoRA as PEFT: y + (m/‖·‖ - 1)·conv(x, W0) + m/‖·‖·scale·lora, the base term recomputed
+    // on the dropped input while dropout is on.
+    auto delta = torch::matmul(b().flatten(1), a().flatten(1)).view(this->weight.sizes()) * scale();
+    std::vector<std::int64_t> shape(static_cast<std::size_t>(y.dim()), 1);
+    shape[1] = -1;
+    auto ratio = dora_ratio(this->weight, delta.detach(), 1).view(shape);
+    auto base = drops(this->is_training()) ? conv_like<D>(xa, this->weight, this->options, this->_reversed_padding_repeated_twice)
+                : this->bias.defined()     ? y - this->bias.view(shape)
+                                           : y;
+    return y + (ratio - 1) * base + ratio * lora * scale();
   }
 };
 
@@ -101,7 +138,14 @@ public:
     namespace F = torch::nn::functional;
     auto y = torch::nn::LinearImpl::forward(x);
     if (!active()) return y;
-    return y.add(F::linear(F::linear(adapter_input(x, is_training()), a()), b()), scale());
+    auto xa = adapter_input(x, is_training());
+    auto lora = F::linear(F::linear(xa, a()), b());
+    if (!magnitude().defined()) return y.add(lora, scale());
+    // DoRA as PEFT: y + (m/‖·‖ - 1)·W0·x + m/‖·‖·scale·lora, the base term recomputed on the
+    // dropped input while dropout is on.
+    auto ratio = dora_ratio(weight, torch::matmul(b(), a()).detach() * scale(), 1);
+    auto base = drops(is_training()) ? F::linear(xa, weight) : bias.defined() ? y - bias : y;
+    return y + (ratio - 1) * base + ratio * lora * scale();
   }
 };
 TORCH_MODULE(Linear);
@@ -139,7 +183,13 @@ public:
     if (options.padding_idx()) o.padding_idx(*options.padding_idx());
     if (options.max_norm()) o.max_norm(*options.max_norm());
     o.norm_type(options.norm_type()).scale_grad_by_freq(options.scale_grad_by_freq()).sparse(options.sparse());
-    return y.add(torch::matmul(F::embedding(x, a().t(), o), b().t()), scale());
+    // DoRA as PEFT: m/‖·‖ · (y + scale·lora), the norm over each embedding dimension, taken
+    // before the lookup of A (which max_norm may renormalize in place).
+    torch::Tensor ratio;
+    if (magnitude().defined()) ratio = dora_ratio(weight, torch::matmul(b(), a()).t().detach() * scale(), 0);
+    auto lora = torch::matmul(F::embedding(x, a().t(), o), b().t());
+    if (!ratio.defined()) return y.add(lora, scale());
+    return ratio * y + ratio * lora * scale();
   }
 };
 TORCH_MODULE(Embedding);

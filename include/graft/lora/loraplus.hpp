@@ -61,7 +61,9 @@ inline loraplus_sets loraplus_classify(torch::nn::Module& model) {
   for (const auto& t : walk(model)) {
     if (!t.tensor().requires_grad()) continue;
     std::string path(t.path());
-    const bool embedding = t.path().find('.') != std::string_view::npos &&
+    // (DoRA's magnitude of an embedding sits one level deeper in PEFT's model, below a
+    // ModuleDict: not "embedding" there, a 1-D tensor at lora_B's rate.)
+    const bool embedding = t.path().find('.') != std::string_view::npos && !path.ends_with(".lora_magnitude_vector.weight") &&
                            is(parent(path, 2), [](const torch::nn::Module& m) {
                              return dynamic_cast<const torch::nn::EmbeddingImpl*>(&m) != nullptr;  // graft's own Embedding too
                            });

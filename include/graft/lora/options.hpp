@@ -43,6 +43,11 @@ struct options {
   double alpha = 8;              ///< lora_alpha: scale = alpha / r (or alpha / sqrt(r) with rslora)
   double dropout = 0;            ///< lora_dropout: drops input features of A while training (see docs/lora.md)
   bool rslora = false;           ///< use_rslora
+  /// use_dora: DoRA (weight-decomposed LoRA). Each layer also trains a magnitude vector m,
+  /// one entry per output row (per embedding dimension for an embedding), and computes
+  /// m / ‖W0 + scale·ΔW‖ · (W0 + scale·ΔW), the norm taken row-wise and held constant in the
+  /// backward pass, as PEFT does.
+  bool dora = false;
   init_mode init = init_mode::kaiming;
   bias_mode bias = bias_mode::none;
   std::vector<pattern_value<std::int64_t>> rank_pattern{};  ///< per-layer ranks
@@ -74,6 +79,12 @@ struct layer {
   /// Set when the layer is one of graft's own (lora/layers.hpp): its forward() computes the
   /// adapter on the activations, and its weight member stays W0. Null for libtorch's layers.
   detail::adapter_slot* own_layer = nullptr;
+  /// DoRA's magnitude vector (lora_magnitude_vector.weight), in PEFT's shape: [out] for a
+  /// Linear, [1, out, 1...] for a convolution, [embedding_dim] for an embedding. Undefined
+  /// without DoRA.
+  torch::Tensor magnitude{};
+  /// The norm merge() divided the magnitude by, kept for unmerge() (as PEFT keeps it).
+  torch::Tensor merged_norm{};
 
   /// scale·ΔW in the shape of the base weight: B·A (linear), B·A over the kernel (conv),
   /// (B·A)ᵀ (embedding). Differentiable in A and B.
@@ -86,8 +97,42 @@ struct layer {
     }
     return {};
   }
-  /// W0 + scale·ΔW(a, B) in one fused product (addmm): what the layer's forward reads.
-  torch::Tensor weight_with(const torch::Tensor& a) const {
+  /// What a libtorch layer's forward reads. LoRA: W0 + scale·ΔW(a, B), in one fused product
+  /// (addmm). DoRA: m / ‖W0 + scale·ΔW(A, B)‖ · (W0 + scale·ΔW(a, B)), the norm without a
+  /// graph. `keep`, when given, is the dropout mask already folded into `a` (a = A·keep over
+  /// input features): DoRA then computes PEFT's W0 + (m/‖·‖ - 1)·W0·keep + m/‖·‖·scale·ΔW(a, B).
+  torch::Tensor weight_with(const torch::Tensor& a, const torch::Tensor& keep = {}) const {
+    if (!magnitude.defined()) return plain_weight(a);
+    auto ratio = dora_ratio(dora_norm());
+    if (!keep.defined()) return ratio * plain_weight(a);
+    return base + (ratio - 1) * (base * keep) + ratio * delta(a, B);
+  }
+  /// DoRA: the norm of W0 + `d` (d defaults to scale·ΔW) per output row (per embedding
+  /// dimension for an embedding), as PEFT computes it; without a graph.
+  torch::Tensor dora_norm(const torch::Tensor& d = {}) const {
+    torch::NoGradGuard no_grad;
+    auto w = base + (d.defined() ? d : delta());
+    switch (kind) {
+      case layer_kind::linear: return w.norm(2, {1});
+      case layer_kind::conv: return w.flatten(1).norm(2, {1});
+      case layer_kind::embedding: return w.norm(2, {0});
+    }
+    return {};
+  }
+  /// DoRA: m / `norm`, shaped to scale the base weight's rows (an embedding's columns).
+  torch::Tensor dora_ratio(const torch::Tensor& norm) const { return along_rows(magnitude.reshape({-1}) / norm); }
+  /// A per-row vector (a magnitude or a norm) shaped to scale the base weight's rows ([out, 1...])
+  /// or, for an embedding, its columns ([1, embedding_dim]).
+  torch::Tensor along_rows(const torch::Tensor& v) const {
+    if (kind == layer_kind::embedding) return v.reshape({1, -1});
+    std::vector<std::int64_t> shape(static_cast<std::size_t>(base.dim()), 1);
+    shape[0] = -1;
+    return v.reshape(shape);
+  }
+  /// The adapter's trainable elements.
+  std::int64_t elements() const { return A.numel() + B.numel() + (magnitude.defined() ? magnitude.numel() : 0); }
+  /// W0 + scale·ΔW(a, B) in one fused product (addmm), DoRA's magnitude aside.
+  torch::Tensor plain_weight(const torch::Tensor& a) const {
     switch (kind) {
       case layer_kind::linear: return torch::addmm(base, B, a, 1, scale);
       case layer_kind::conv: return torch::addmm(base.flatten(1), B.flatten(1), a.flatten(1), 1, scale).view(base.sizes());
@@ -95,8 +140,6 @@ struct layer {
     }
     return {};
   }
-  /// The adapter's trainable elements.
-  std::int64_t elements() const { return A.numel() + B.numel(); }
 };
 
 /// What attach() did.

@@ -49,13 +49,15 @@ GRAFT_FUNC std::vector<std::pair<std::string, torch::Tensor>> peft_tensors(const
   for (auto& s : a.saved()) {
     auto owner = graft::lora::detail::parent_path(s.path);
     auto leaf = std::string_view(s.path).substr(owner.empty() ? 0 : owner.size() + 1);
-    if (leaf == "weight" && (owner.ends_with("lora_A") || owner.ends_with("lora_B"))) {
+    if (leaf == "weight" && (owner.ends_with("lora_A") || owner.ends_with("lora_B") || owner.ends_with("lora_magnitude_vector"))) {
       auto layer_path = graft::lora::detail::parent_path(owner);
       auto it = by_path.find(layer_path);
       if (it != by_path.end()) {
         bool a_factor = owner.ends_with("lora_A");
         auto sep = layer_path.empty() ? "" : ".";
-        if (it->second->kind == layer_kind::embedding)
+        if (owner.ends_with("lora_magnitude_vector"))  // PEFT's key has no ".weight"
+          out.emplace_back(fmt::format("{}{}{}lora_magnitude_vector", prefix, layer_path, sep), s.tensor);
+        else if (it->second->kind == layer_kind::embedding)
           out.emplace_back(fmt::format("{}{}{}{}", prefix, layer_path, sep, a_factor ? "lora_embedding_A" : "lora_embedding_B"), s.tensor);
         else
           out.emplace_back(fmt::format("{}{}{}{}", prefix, layer_path, sep, a_factor ? "lora_A.weight" : "lora_B.weight"), s.tensor);
@@ -130,13 +132,22 @@ GRAFT_FUNC adapters load(torch::nn::Module& model, const std::string& folder, co
   auto err_ctx = [&](const std::string& key) { return error_context{.file = file, .key = key}; };
 
   // Check every entry against the plan before touching the model.
-  auto [factors, copies] = detail::pair_entries(entries);
+  auto [factors, magnitudes, copies] = detail::pair_entries(entries);
+  auto planned = [&](const std::string& path) { return std::any_of(plan.begin(), plan.end(), [&](auto& p) { return p.path == path; }); };
   for (auto& [path, f] : factors)
-    if (std::none_of(plan.begin(), plan.end(), [&](auto& p) { return p.path == path; })) {
+    if (!planned(path)) {
       auto& key = (f.first ? f.first : f.second)->key;
       throw key_error(fmt::format("'{}' matches no LoRA layer of the model: '{}' is not among the layers target_modules picks", key, path),
                       err_ctx(key));
     }
+  for (auto& [path, m] : magnitudes) {
+    if (!config.options.dora)
+      throw key_error(fmt::format("'{}' is a DoRA magnitude vector, but the folder's adapter_config.json has use_dora false", m->key),
+                      err_ctx(m->key));
+    if (!planned(path))
+      throw key_error(fmt::format("'{}' matches no LoRA layer of the model: '{}' is not among the layers target_modules picks", m->key, path),
+                      err_ctx(m->key));
+  }
   for (const auto* entry : copies) {
     const auto& e = *entry;
     auto p = params.find(e.path);
@@ -174,6 +185,18 @@ GRAFT_FUNC adapters load(torch::nn::Module& model, const std::string& folder, co
                                     p.path, graft::detail::short_type_name(typeid(*p.module))),
                         err_ctx(e->key));
     }
+    if (config.options.dora) {
+      auto m = magnitudes.find(p.path);
+      if (m == magnitudes.end())
+        throw key_error(fmt::format("'{}' has no lora_magnitude_vector for '{}', a layer target_modules picks (use_dora is true)", file, p.path),
+                        {.file = file, .key = p.path, .file_in_message = true});
+      auto want = detail::magnitude_shape(kind, base);
+      if (m->second->tensor.sizes() != c10::IntArrayRef(want))
+        throw shape_error(fmt::format("'{}' has shape {} but the DoRA magnitude of '{}' ({}) has {}", m->second->key,
+                                      graft::detail::bracketed(m->second->tensor.sizes()), p.path,
+                                      graft::detail::short_type_name(typeid(*p.module)), graft::detail::bracketed(want)),
+                          err_ctx(m->second->key));
+    }
   }
 
   // modules_to_save: the modules whose path ends with a listed name (PEFT's rule).
@@ -197,6 +220,7 @@ GRAFT_FUNC adapters load(torch::nn::Module& model, const std::string& folder, co
       auto& f = factors.at(l.path);
       l.A.copy_(f.first->tensor);
       l.B.copy_(f.second->tensor);
+      if (l.magnitude.defined()) l.magnitude.copy_(magnitudes.at(l.path)->tensor);
     }
     for (auto* e : copies) params.at(e->path).copy_(e->tensor);
   }
@@ -208,7 +232,7 @@ GRAFT_FUNC merge_report merge_into(state_dict& sd, const std::string& folder, co
   auto config = read_adapter_config(folder);
   auto file = detail::adapter_weights_file(folder);
   auto entries = detail::adapter_entries(detail::read_adapter_weights(file), opts.prefix, file);
-  auto [factors, others] = detail::pair_entries(entries);
+  auto [factors, magnitudes, others] = detail::pair_entries(entries);
   auto missing = [&](const std::string& key, const std::string& path) {
     auto near = graft::detail::nearest_names(path, sd.keys(), 1, true);
     return key_error(fmt::format("'{}' matches no tensor of the checkpoint (as '{}'){}", key, path,
@@ -251,9 +275,29 @@ GRAFT_FUNC merge_report merge_into(state_dict& sd, const std::string& folder, co
     if (auto want = detail::value_for(config.options.rank_pattern, path, config.options.r, "rank_pattern"); want != r)
       throw misfit(fmt::format("the config's rank for '{}' is {}", path, want));
     auto d = detail::file_delta(a, b, emb, w, detail::layer_scale(config, path));
-    updates.emplace_back(key, (w.to(torch::kFloat) + d).to(w.dtype()));
+    auto m = magnitudes.find(path);
+    if (config.options.dora != (m != magnitudes.end()))
+      throw key_error(config.options.dora
+                          ? fmt::format("'{}' has no lora_magnitude_vector for '{}' (use_dora is true)", file, path)
+                          : fmt::format("'{}' is a DoRA magnitude vector, but the folder's adapter_config.json has use_dora false", m->second->key),
+                      {.file = file, .key = config.options.dora ? path : m->second->key, .file_in_message = config.options.dora});
+    if (m != magnitudes.end()) {
+      const auto& mt = m->second->tensor;
+      if (mt.numel() != out || mt.dim() < 1)
+        throw shape_error(fmt::format("'{}' {} does not fit '{}' {}: a DoRA magnitude has one entry per {} ({})", m->second->key,
+                                      graft::detail::bracketed(mt.sizes()), key, graft::detail::bracketed(w.sizes()),
+                                      emb ? "embedding dimension" : "output row", out),
+                          {.file = file, .key = m->second->key});
+      updates.emplace_back(key, detail::dora_merged(w.to(torch::kFloat), d, mt.to(torch::kFloat), emb).to(w.dtype()));
+    } else {
+      updates.emplace_back(key, (w.to(torch::kFloat) + d).to(w.dtype()));
+    }
     rep.merged.push_back(key);
   }
+  for (auto& [path, m] : magnitudes)
+    if (!factors.contains(path))
+      throw key_error(fmt::format("'{}' has a lora_magnitude_vector for '{}' but no lora_A or lora_B", file, path),
+                      {.file = file, .key = m->key, .file_in_message = true});
   std::map<std::string, torch::Tensor, std::less<>> by_key(updates.begin(), updates.end());
   auto entries_out = sd.release_entries();
   for (auto& e : entries_out)

@@ -126,7 +126,6 @@ GRAFT_FUNC adapter_config read_adapter_config(const std::string& folder) {
     }
   };
   if (auto type = get("peft_type", std::string("LORA")); type != "LORA") bad("peft_type", fmt::format("is '{}'; graft reads LoRA adapters only", type));
-  if (get("use_dora", false)) bad("use_dora", "is true: DoRA adapters are not supported");
   if (get("fan_in_fan_out", false)) bad("fan_in_fan_out", "is true: transposed (Conv1D-style) weights are not supported");
   if (get("lora_bias", false)) bad("lora_bias", "is true: LoRA biases on lora_B are not supported");
   if (j.find_set("layers_to_transform")) bad("layers_to_transform", "is set: it is not supported");
@@ -135,6 +134,7 @@ GRAFT_FUNC adapter_config read_adapter_config(const std::string& folder) {
   c.options.alpha = get("lora_alpha", 8.0);
   c.options.dropout = get("lora_dropout", 0.0);
   c.options.rslora = get("use_rslora", false);
+  c.options.dora = get("use_dora", false);
   auto bias = get("bias", std::string("none"));
   if (bias == "none") c.options.bias = bias_mode::none;
   else if (bias == "all") c.options.bias = bias_mode::all;
@@ -247,7 +247,7 @@ GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base
   j.append("rank_pattern", patterns(o.rank_pattern));
   j.append("alpha_pattern", patterns(o.alpha_pattern));
   j.append("fan_in_fan_out", false);
-  j.append("use_dora", false);
+  j.append("use_dora", o.dora);
   j.append("inference_mode", true);
   return j.dump(2) + "\n";
 }

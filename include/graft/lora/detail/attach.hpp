@@ -129,6 +129,21 @@ inline std::pair<std::vector<std::int64_t>, std::vector<std::int64_t>> factor_sh
   return {};
 }
 
+/// PEFT's shape of DoRA's magnitude vector for a layer of base weight `w`: [out] (linear),
+/// [1, out, 1...] (conv), [embedding_dim] (embedding).
+inline std::vector<std::int64_t> magnitude_shape(layer_kind kind, const torch::Tensor& w) {
+  switch (kind) {
+    case layer_kind::linear: return {w.size(0)};
+    case layer_kind::embedding: return {w.size(1)};
+    case layer_kind::conv: {
+      std::vector<std::int64_t> s(static_cast<std::size_t>(w.dim()), 1);
+      s[1] = w.size(0);
+      return s;
+    }
+  }
+  return {};
+}
+
 inline void init_factors(layer_kind kind, init_mode init, torch::Tensor& a, torch::Tensor& b, std::int64_t r) {
   torch::NoGradGuard no_grad;
   if (kind == layer_kind::embedding) {

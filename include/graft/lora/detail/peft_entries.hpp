@@ -29,7 +29,7 @@ inline std::string adapter_weights_file(const std::string& folder) {
 
 /// One tensor of an adapter file, with what it is for.
 struct adapter_entry {
-  enum class role { lora_A, lora_B, bias, whole } what;
+  enum class role { lora_A, lora_B, magnitude, bias, whole } what;
   std::string path;   ///< the model path it belongs to (a layer for lora_A/B, a tensor otherwise)
   std::string key;    ///< its key in the file
   torch::Tensor tensor;
@@ -55,7 +55,9 @@ inline std::vector<adapter_entry> adapter_entries(const state_dict& sd, std::str
     };
     if (k.find(".original_module.") != std::string_view::npos) continue;
     if (take("lora_A.weight", adapter_entry::role::lora_A, false) || take("lora_B.weight", adapter_entry::role::lora_B, false) ||
-        take("lora_embedding_A", adapter_entry::role::lora_A, true) || take("lora_embedding_B", adapter_entry::role::lora_B, true))
+        take("lora_embedding_A", adapter_entry::role::lora_A, true) || take("lora_embedding_B", adapter_entry::role::lora_B, true) ||
+        take("lora_magnitude_vector", adapter_entry::role::magnitude, false) ||
+        take("lora_magnitude_vector.weight", adapter_entry::role::magnitude, false))
       continue;
     if (k.ends_with("base_layer.bias")) {
       auto path = std::string(k.substr(0, k.size() - std::string_view("base_layer.bias").size())) + "bias";
@@ -87,10 +89,11 @@ inline double layer_scale(const adapter_config& c, std::string_view path) {
   return c.options.rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
 }
 
-/// An adapter file's entries split: each layer's lora_A and lora_B (either may be missing), and
-/// the tensors copied whole (biases, modules_to_save).
+/// An adapter file's entries split: each layer's lora_A and lora_B (either may be missing),
+/// DoRA's magnitude vectors by layer, and the tensors copied whole (biases, modules_to_save).
 struct paired_entries {
   std::map<std::string, std::pair<const adapter_entry*, const adapter_entry*>> factors;
+  std::map<std::string, const adapter_entry*> magnitudes;
   std::vector<const adapter_entry*> others;
 };
 inline paired_entries pair_entries(const std::vector<adapter_entry>& entries) {
@@ -98,9 +101,20 @@ inline paired_entries pair_entries(const std::vector<adapter_entry>& entries) {
   for (auto& e : entries) {
     if (e.what == adapter_entry::role::lora_A) out.factors[e.path].first = &e;
     else if (e.what == adapter_entry::role::lora_B) out.factors[e.path].second = &e;
+    else if (e.what == adapter_entry::role::magnitude) out.magnitudes[e.path] = &e;
     else out.others.push_back(&e);
   }
   return out;
+}
+
+/// DoRA's merge of a file's adapter into a weight `w` (as float): m/‖w + d‖·(w + d), the norm
+/// per output row (per column, an embedding's dimensions, when `embedding`).
+inline torch::Tensor dora_merged(const torch::Tensor& w, const torch::Tensor& d, const torch::Tensor& m, bool embedding) {
+  auto sum = w + d;
+  if (embedding) return sum * (m.reshape({1, -1}) / sum.norm(2, {0}).reshape({1, -1}));
+  std::vector<std::int64_t> rows(static_cast<std::size_t>(w.dim()), 1);
+  rows[0] = -1;
+  return sum * (m.reshape(rows) / sum.flatten(1).norm(2, {1}).reshape(rows));
 }
 
 } // namespace graft::lora::detail
