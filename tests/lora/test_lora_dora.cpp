@@ -3,6 +3,10 @@
 // on graft's own. (tests/lora/test_lora_dora_peft.cpp checks it against the peft package.)
 #include <catch2/catch.hpp>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
 #include <graft/optim.hpp>
 
 #include "lora_net.hpp"
@@ -194,4 +198,52 @@ TEST_CASE("lora/dora: the magnitudes train; after a step that moved only them an
     INFO(l.path);
     CHECK(max_diff(*l.weight, dora_reference(l)) <= 1e-6);
   }
+}
+
+TEST_CASE("lora/dora: magnitudes that do not fit are refused by name, the model unchanged", "[lora][dora]") {
+  lora_fixture fx;
+  auto net = fx.fresh();
+  auto ad = graft::lora::attach(*net, "{conv3,lin1}.weight"_glob, {.r = 2, .dora = true, .init = graft::lora::init_mode::none});
+  graft::lora::save(ad, fx.dir.file("dora"));
+  auto tensors = graft::read(fx.dir.file("dora/adapter_model.safetensors")).load();
+  auto config_text = [&] {
+    std::ifstream in(fx.dir.file("dora/adapter_config.json"));
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
+  auto variant = [&](const std::string& name, auto edit_tensors, std::string config) {
+    std::filesystem::create_directories(fx.dir.file(name));
+    std::vector<std::pair<std::string, torch::Tensor>> file;
+    for (auto& e : tensors) file.emplace_back(e.key, e.tensor);
+    edit_tensors(file);
+    graft::write_safetensors(fx.dir.file(name + "/adapter_model.safetensors"), file);
+    std::ofstream(fx.dir.file(name + "/adapter_config.json")) << config;
+    return fx.dir.file(name);
+  };
+  auto plain_config = config_text;
+  plain_config.replace(plain_config.find("\"use_dora\": true"), 16, "\"use_dora\": false");
+  auto fresh = fx.fresh();
+  auto before = graft::test::snapshot(*fresh);
+  const std::string m_key = "base_model.model.lin1.lora_magnitude_vector";
+  auto wrong_shape = variant("wrong_shape", [&](auto& file) {
+    for (auto& [k, t] : file)
+      if (k == m_key) t = torch::ones({15});
+  }, config_text);
+  try {
+    graft::lora::load(*fresh, wrong_shape);
+    FAIL("no error");
+  } catch (const graft::shape_error& e) {
+    CHECK(e.context().key == m_key);
+    CHECK_THAT(e.what(), Catch::Contains("has shape [15] but the DoRA magnitude of 'lin1' (Linear) has [16]"));
+  }
+  auto not_dora = variant("not_dora", [](auto&) {}, plain_config);
+  CHECK_THROWS_WITH(graft::lora::load(*fresh, not_dora),
+                    Catch::Contains("'base_model.model.conv3.lora_magnitude_vector' is a DoRA magnitude vector, but the folder's "
+                                   "adapter_config.json has use_dora false"));
+  CHECK(graft::test::same_state(before, *fresh));
+  // merge_into likewise, the checkpoint unchanged.
+  auto sd = graft::read(fx.dir.file("base.safetensors")).load();
+  auto w = sd.at("lin1.weight").clone();
+  CHECK_THROWS_WITH(graft::lora::merge_into(sd, wrong_shape), Catch::Contains("a DoRA magnitude has one entry per output row (16)"));
+  CHECK_THROWS_WITH(graft::lora::merge_into(sd, not_dora), Catch::Contains("has use_dora false"));
+  CHECK(torch::equal(sd.at("lin1.weight"), w));
 }
