@@ -1,7 +1,8 @@
 """Checks graft-ckpt lora-merge against the LoRA merge written out in torch:
-W + lora_alpha / r * B @ A for each targeted layer, every other tensor unchanged.
+W + lora_alpha / r * B @ A for each targeted layer (DoRA: that sum scaled row by row to
+m / its row norm), every other tensor unchanged.
 
-    check_lora_merge.py MERGED DIR
+    check_lora_merge.py MERGED DIR [ADAPTER_NAME]
 """
 import json
 import os
@@ -11,9 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 merged, d = sys.argv[1], sys.argv[2]
+name = sys.argv[3] if len(sys.argv) > 3 else "adapter"
 base = torch.load(os.path.join(d, "a.pt"))["model"]
-config = json.load(open(os.path.join(d, "adapter", "adapter_config.json")))
-ad = load_file(os.path.join(d, "adapter", "adapter_model.safetensors"))
+config = json.load(open(os.path.join(d, name, "adapter_config.json")))
+ad = load_file(os.path.join(d, name, "adapter_model.safetensors"))
 got = load_file(merged)
 scale = config["lora_alpha"] / config["r"]
 assert sorted(got) == sorted(base), (sorted(got), sorted(base))
@@ -23,6 +25,8 @@ for k, v in base.items():
     if k.endswith(".weight") and layer in config["target_modules"]:
         p = "base_model.model." + layer
         want = v + scale * ad[p + ".lora_B.weight"] @ ad[p + ".lora_A.weight"]
+        if config.get("use_dora"):
+            want = want * (ad[p + ".lora_magnitude_vector"] / want.norm(dim=1)).view(-1, 1)
     err = (got[k].double() - want.double()).abs().max().item() if v.numel() else 0.0
     assert err <= 1e-6, (k, err)
-print("lora-merge matches torch for", len(base), "tensors")
+print("lora-merge matches torch for", len(base), "tensors", "(DoRA)" if config.get("use_dora") else "")

@@ -26,7 +26,7 @@ with open(os.path.join(out, "garbage.bin"), "wb") as f:
 
 # a.pt in torch.save's legacy format, and a safetensors file that carries metadata.
 torch.save({"model": sd, "epoch": 3}, os.path.join(out, "legacy.pt"), _use_new_zipfile_serialization=False)
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 save_file({"w": torch.ones(2, 3)}, os.path.join(out, "meta.safetensors"), metadata={"format": "pt", "note": "hello"})
 
 # A LoRA adapter folder for a.pt's model, as PEFT saves one: rank 2 on the first Linear
@@ -39,6 +39,16 @@ with open(os.path.join(adapter, "adapter_config.json"), "w") as f:
 save_file({"base_model.model.0.lora_A.weight": torch.randn(2, 3), "base_model.model.0.lora_B.weight": torch.randn(4, 2),
            "base_model.model.3.lora_A.weight": torch.randn(2, 4), "base_model.model.3.lora_B.weight": torch.randn(2, 2)},
           os.path.join(adapter, "adapter_model.safetensors"), metadata={"format": "pt"})
+# The same adapter as DoRA: use_dora and a magnitude vector per layer (one entry per output row).
+dora = os.path.join(out, "adapter_dora")
+os.makedirs(dora, exist_ok=True)
+with open(os.path.join(dora, "adapter_config.json"), "w") as f:
+    json.dump({"peft_type": "LORA", "r": 2, "lora_alpha": 3, "use_dora": True, "target_modules": ["0", "3"], "bias": "none"}, f)
+tensors = load_file(os.path.join(adapter, "adapter_model.safetensors"))
+g = torch.Generator().manual_seed(5)
+tensors["base_model.model.0.lora_magnitude_vector"] = torch.rand(4, generator=g) + 0.5
+tensors["base_model.model.3.lora_magnitude_vector"] = torch.rand(2, generator=g) + 0.5
+save_file(tensors, os.path.join(dora, "adapter_model.safetensors"), metadata={"format": "pt"})
 
 
 # For combine: the model's weights as a base and two fine-tunes of it (noise on every float
