@@ -3,8 +3,10 @@
 // but not the head `fc`, which trains fully), for full fine-tuning of the same model, and for
 // the LoRA a C++ user writes by hand (each conv computes base(x) + B(A(x))·scale with two small
 // extra convs, as PEFT computes it); plus attach + merge on every Conv2d/Linear of a fresh
-// ResNet-50; and the weight route alone (refresh() and its backward). Prints the ratios
-// against the goals after the table.
+// ResNet-50; and the weight route alone (refresh() and its backward). DoRA's step against
+// LoRA's on both routes, and, with --peft PYTHON, PEFT's own DoRA/LoRA ratio on the same
+// ResNet-50 measured in the same run (bench/peft_lora_dora.py). Prints the ratios against the
+// goals after the table.
 //
 // A custom main: each step benchmark runs --steps N steps (default 10; 1 in the ctest smoke run,
 // --benchmark_min_time below 0.1 s) after 2 warm-up steps and one untimed step that measures
@@ -18,10 +20,12 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -135,15 +139,15 @@ void run_steps(benchmark::State& state, const std::string& name, Step step, torc
 
 // Every Conv2d and Linear but the head.
 auto lora_targets() { return ("**.weight"_glob & graft::lora::wrappable) - "fc.**"_glob; }
-graft::lora::options lora_options() { return {.r = rank, .alpha = alpha}; }
+graft::lora::options lora_options(bool dora = false) { return {.r = rank, .alpha = alpha, .dora = dora}; }
 
 // One LoRA training step with graft on `net`: attach (the head fc trained whole), AdamW over
 // the adapters, refresh() before each forward (a no-op for graft's own layer types).
 template <class Net>
-void graft_step(benchmark::State& state, const std::string& name, Net net) {
+void graft_step(benchmark::State& state, const std::string& name, Net net, bool dora = false) {
   net->train();
   auto model_rss = settled_rss();
-  auto ad = graft::lora::attach(*net, lora_targets(), lora_options(), "fc.**"_glob);
+  auto ad = graft::lora::attach(*net, lora_targets(), lora_options(dora), "fc.**"_glob);
   auto params = ad.parameters();
   torch::optim::AdamW opt(params, adamw_options());
   auto& d = data();
@@ -330,6 +334,37 @@ void graft_own_layers_step(benchmark::State& state) {
   graft_step(state, "graft LoRA, own layers", std::make_shared<hand::ResNet50<graft::lora::Conv2d>>());
 }
 
+// ---- (e) DoRA: the same steps with a magnitude vector per layer ----
+void graft_dora_step(benchmark::State& state) {
+  torch::manual_seed(0);
+  graft_step(state, "graft DoRA", models::resnet(50, classes), true);
+}
+void graft_own_layers_dora_step(benchmark::State& state) {
+  torch::manual_seed(0);
+  graft_step(state, "graft DoRA, own layers", std::make_shared<hand::ResNet50<graft::lora::Conv2d>>(), true);
+}
+
+// PEFT's LoRA and DoRA steps on the same ResNet-50 (bench/peft_lora_dora.py), in ms, or {}
+// when the script fails.
+std::map<std::string, double> peft_steps(const std::string& python, int steps) {
+  auto cmd = fmt::format("'{}' '{}/peft_lora_dora.py' {} {} {} 2>&1", python, GRAFT_BENCH_SOURCE_DIR, steps, batch, image);
+  std::map<std::string, double> out;
+  std::string text;
+  if (FILE* p = popen(cmd.c_str(), "r")) {
+    char buf[512];
+    while (fgets(buf, sizeof buf, p)) text += buf;
+    if (pclose(p) != 0) {
+      fmt::print("PEFT's steps failed ({}):\n{}\n", cmd, text);
+      return {};
+    }
+  }
+  std::istringstream lines(text);
+  std::string key;
+  double ms = 0;
+  while (lines >> key >> ms) out[key] = ms;
+  return out;
+}
+
 // ---- attach + merge ----
 
 double attach_merge_layers = 0;
@@ -371,9 +406,14 @@ public:
 int main(int argc, char** argv) {
   int steps = 10;
   bool smoke = false;
+  std::string peft_python;
   std::vector<char*> args;
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "--peft" && i + 1 < argc) {
+      peft_python = argv[++i];
+      continue;
+    }
     if ((a == "--steps" || a == "--batch" || a == "--image") && i + 1 < argc) {
       int v = std::stoi(argv[++i]);
       if (a == "--steps") steps = v;
@@ -393,6 +433,8 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("step/graft_own_layers", graft_own_layers_step)->Iterations(steps)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("step/hand_lora", hand_lora_step)->Iterations(steps)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("step/full_ft", full_ft_step)->Iterations(steps)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("step/graft_dora", graft_dora_step)->Iterations(steps)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("step/graft_own_layers_dora", graft_own_layers_dora_step)->Iterations(steps)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("weights/graft_refresh", graft_refresh, false)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("weights/graft_refresh_and_backward", graft_refresh, true)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("attach_merge/every_layer", graft_attach_merge)->Unit(benchmark::kMillisecond);
@@ -414,7 +456,8 @@ int main(int argc, char** argv) {
              "|---|---:|---:|---:|---:|---:|\n");
   for (auto [bench, name] : {std::pair{"step/graft_lora", "graft LoRA"}, std::pair{"step/graft_own_layers", "graft LoRA, own layers"},
                              std::pair{"step/hand_lora", "hand-written LoRA"},
-                             std::pair{"step/full_ft", "full fine-tuning"}})
+                             std::pair{"step/full_ft", "full fine-tuning"}, std::pair{"step/graft_dora", "graft DoRA"},
+                             std::pair{"step/graft_own_layers_dora", "graft DoRA, own layers"}})
     if (have(bench, name)) {
       auto& r = results[name];
       fmt::print("| {} | {:.0f} ms | {:.1f} MiB | {:.1f} MiB | {:.2f} MiB ({} B) | {} |\n", name, t[bench] * 1e3, r.step_peak / mib,
@@ -456,5 +499,16 @@ int main(int argc, char** argv) {
     double ratio = t["attach_merge/every_layer"] / t["step/graft_lora"];
     fmt::print("attach + merge / one LoRA step = {:.2f}x (goal <= 0.3x: {})\n", ratio, verdict(ratio <= 0.3));
   }
+  // DoRA against LoRA: graft on both routes, and PEFT's own ratio from the same run.
+  std::map<std::string, double> peft;
+  if (!peft_python.empty()) peft = peft_steps(peft_python, steps);
+  const char* peft_note = peft.empty() ? "" : " (PEFT, same run, same model: {:.0f} ms / {:.0f} ms = {:.2f}x)";
+  for (auto [dora, lora] : {std::pair{"step/graft_own_layers_dora", "step/graft_own_layers"}, std::pair{"step/graft_dora", "step/graft_lora"}})
+    if (t.count(dora) && t.count(lora)) {
+      fmt::print("{}: DoRA step / LoRA step = {:.2f}x", dora, t[dora] / t[lora]);
+      if (!peft.empty())
+        fmt::print(fmt::runtime(peft_note), peft["peft_dora_ms"], peft["peft_lora_ms"], peft["peft_dora_ms"] / peft["peft_lora_ms"]);
+      fmt::print("\n");
+    }
   benchmark::Shutdown();
 }

@@ -12,13 +12,13 @@
 #include <utility>
 #include <vector>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
 #include <graft/combine/combine.hpp>
+#include <graft/detail/merge_kernels.hpp>
 #include <graft/error.hpp>
 #include <graft/formats/read.hpp>
 #include <graft/io/mapped_file.hpp>
@@ -63,35 +63,11 @@ inline torch::Tensor masked_rescaled(const torch::Tensor& delta, const torch::Te
   return masked.mul_(before / after);
 }
 
-// TIES's trim: the max(1, ⌊density·n⌋) elements of largest magnitude.
-inline torch::Tensor keep_largest(const torch::Tensor& delta, double density) {
-  if (density >= 1) return delta;
-  if (delta.numel() == 0) return torch::zeros_like(delta);
-  const auto k = std::max<std::int64_t>(1, static_cast<std::int64_t>(density * static_cast<double>(delta.numel())));
-  auto idx = std::get<1>(delta.abs().reshape(-1).to(torch::kFloat).topk(k, 0, true, false));
-  auto mask = torch::zeros({delta.numel()}, delta.options());
-  mask.index_fill_(0, idx, 1);
-  return delta * mask.reshape_as(delta);
-}
-
-// SplitMix64: a key's and an input's seed from the combination's.
-inline std::uint64_t mix(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-inline std::uint64_t key_seed(std::uint64_t seed, std::string_view key, std::size_t input) {
-  std::uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a of the key
-  for (unsigned char c : key) h = (h ^ c) * 0x100000001b3ull;
-  return mix(mix(seed ^ h) + input);
-}
+namespace mk = graft::detail::merge_kernels;
 
 inline torch::Tensor drop_random(const torch::Tensor& delta, double density, dare_rescale r, std::uint64_t seed) {
   if (density >= 1) return delta;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  auto mask = torch::bernoulli(torch::full_like(delta, density), gen);
-  return masked_rescaled(delta, mask, r, density);
+  return masked_rescaled(delta, mk::keep_mask(delta, density, seed), r, density);
 }
 
 struct task_settings {
@@ -107,8 +83,8 @@ inline torch::Tensor task_vectors(const torch::Tensor& base, const std::vector<t
   deltas.reserve(xs.size());
   for (std::size_t i = 0; i < xs.size(); ++i) {
     auto d = xs[i] - base;
-    if (s.trim) d = keep_largest(d, s.density);
-    if (s.drop) d = drop_random(d, s.density, s.rescale, key_seed(s.seed, key, i));
+    if (s.trim) d = mk::keep_largest(d, s.density, true);  // TIES's trim: at least one element
+    if (s.drop) d = drop_random(d, s.density, s.rescale, mk::key_seed(s.seed, key, i));
     deltas.push_back(d.mul_(w[i]));
   }
   auto stacked = torch::stack(deltas);
@@ -117,8 +93,7 @@ inline torch::Tensor task_vectors(const torch::Tensor& base, const std::vector<t
   while (weights.dim() < stacked.dim()) weights = weights.unsqueeze(-1);
   torch::Tensor mixed, divisor;
   if (s.elect) {
-    auto majority = (stacked.sum(0) >= 0).to(base.scalar_type()) * 2 - 1;
-    auto mask = (stacked.sign() == majority).to(base.scalar_type());
+    auto mask = mk::agreeing(stacked, false);  // mergekit: the sign of the weighted sum
     mixed = (stacked * mask).sum(0);
     divisor = (weights * mask).sum(0);
     divisor.masked_fill_(divisor == 0, 1);

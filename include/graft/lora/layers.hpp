@@ -55,11 +55,13 @@ protected:
   /// DoRA's m / ‖W0 + scale·ΔW‖ as a vector: `dim` 1, one entry per row of W0 (the norm over
   /// all its other dimensions); `dim` 0, one per column (an embedding's dimensions). The norm
   /// is computed without a graph from the undropped factors, as PEFT does.
-  torch::Tensor dora_ratio(const torch::Tensor& w0, const torch::Tensor& scaled_delta, std::int64_t dim) const {
+  /// `delta()` gives scale·ΔW in W0's shape; it runs without a graph.
+  template <class Delta>
+  torch::Tensor dora_ratio(const torch::Tensor& w0, Delta delta, std::int64_t dim) const {
     torch::Tensor norm;
     {
       torch::NoGradGuard no_grad;
-      auto w = w0 + scaled_delta;
+      auto w = w0 + delta();
       norm = dim == 0 ? w.norm(2, {0}) : w.flatten(1).norm(2, {1});
     }
     return m_.reshape({-1}) / norm;
@@ -116,15 +118,18 @@ public:
     auto lora = adapter_conv<D>(xa, a(), b(), this->options, this->_reversed_padding_repeated_twice);
     if (!magnitude().defined()) return y.add(lora, scale());
     // DoRA as PEFT: y + (m/‖·‖ - 1)·conv(x, W0) + m/‖·‖·scale·lora, the base term recomputed
-    // on the dropped input while dropout is on.
-    auto delta = torch::matmul(b().flatten(1), a().flatten(1)).view(this->weight.sizes()) * scale();
+    // on the dropped input while dropout is on. Without dropout that is
+    // m/‖·‖·(conv(x, W0) + scale·lora) + bias: one activation kept for the backward, not two.
+    auto ratio = dora_ratio(
+        this->weight, [&] { return torch::matmul(b().flatten(1), a().flatten(1)).view(this->weight.sizes()) * scale(); }, 1);
     std::vector<std::int64_t> shape(static_cast<std::size_t>(y.dim()), 1);
     shape[1] = -1;
-    auto ratio = dora_ratio(this->weight, delta.detach(), 1).view(shape);
-    auto base = drops(this->is_training()) ? conv_like<D>(xa, this->weight, this->options, this->_reversed_padding_repeated_twice)
-                : this->bias.defined()     ? y - this->bias.view(shape)
-                                           : y;
-    return y + (ratio - 1) * base + ratio * lora * scale();
+    ratio = ratio.view(shape);
+    if (drops(this->is_training()))
+      return y + (ratio - 1) * conv_like<D>(xa, this->weight, this->options, this->_reversed_padding_repeated_twice) +
+             ratio * lora * scale();
+    if (!this->bias.defined()) return y.add(lora, scale()) * ratio;
+    return (y - this->bias.view(shape)).add_(lora, scale()) * ratio + this->bias.view(shape);
   }
 };
 
@@ -142,10 +147,12 @@ public:
     auto lora = F::linear(F::linear(xa, a()), b());
     if (!magnitude().defined()) return y.add(lora, scale());
     // DoRA as PEFT: y + (m/‖·‖ - 1)·W0·x + m/‖·‖·scale·lora, the base term recomputed on the
-    // dropped input while dropout is on.
-    auto ratio = dora_ratio(weight, torch::matmul(b(), a()).detach() * scale(), 1);
-    auto base = drops(is_training()) ? F::linear(xa, weight) : bias.defined() ? y - bias : y;
-    return y + (ratio - 1) * base + ratio * lora * scale();
+    // dropped input while dropout is on. Without dropout that is m/‖·‖·(W0·x + scale·lora) +
+    // bias: one activation kept for the backward, not two.
+    auto ratio = dora_ratio(weight, [&] { return torch::matmul(b(), a()) * scale(); }, 1);
+    if (drops(is_training())) return y + (ratio - 1) * F::linear(xa, weight) + ratio * lora * scale();
+    if (!bias.defined()) return y.add(lora, scale()) * ratio;
+    return (y - bias).add_(lora, scale()) * ratio + bias;
   }
 };
 TORCH_MODULE(Linear);
@@ -186,10 +193,10 @@ public:
     // DoRA as PEFT: m/‖·‖ · (y + scale·lora), the norm over each embedding dimension, taken
     // before the lookup of A (which max_norm may renormalize in place).
     torch::Tensor ratio;
-    if (magnitude().defined()) ratio = dora_ratio(weight, torch::matmul(b(), a()).t().detach() * scale(), 0);
+    if (magnitude().defined()) ratio = dora_ratio(weight, [&] { return torch::matmul(b(), a()).t() * scale(); }, 0);
     auto lora = torch::matmul(F::embedding(x, a().t(), o), b().t());
     if (!ratio.defined()) return y.add(lora, scale());
-    return ratio * y + ratio * lora * scale();
+    return y.add(lora, scale()) * ratio;
   }
 };
 TORCH_MODULE(Embedding);

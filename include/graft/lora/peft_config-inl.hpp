@@ -199,48 +199,33 @@ GRAFT_FUNC std::vector<std::string> peft_targets(const torch::nn::Module& model,
   return out;
 }
 
-GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base_model_name_or_path) {
-  const auto& o = a.options();
-  std::vector<std::string> targets;
-  for (auto& l : a.layers()) targets.push_back(l.path);
+namespace detail {
+// The text of an adapter_config.json, its target_modules given (a list or a regex).
+inline std::string config_text(const options& o, const std::vector<std::string>& targets, json target_modules,
+                               const std::vector<std::string>& saved, std::string_view base_model_name_or_path) {
   auto utf8 = [](std::string_view what, std::string_view s) {
     if (auto problem = graft::detail::not_utf8(what, s)) throw format_error(*problem + ", and JSON text must be");
   };
   utf8("base_model_name_or_path", base_model_name_or_path);
   for (const auto& t : targets) utf8("module path", t);
-  for (const auto& m : a.report().modules_to_save) utf8("module path", m);
+  for (const auto& m : saved) utf8("module path", m);
   for (const auto& p : o.rank_pattern) utf8("rank_pattern key", p.pattern);
   for (const auto& p : o.alpha_pattern) utf8("alpha_pattern key", p.pattern);
 
-  auto j = detail::json::object();
+  auto j = json::object();
   j.append("peft_type", "LORA");
   j.append("task_type", nullptr);
-  j.append("base_model_name_or_path", base_model_name_or_path.empty() ? detail::json() : detail::json(base_model_name_or_path));
+  j.append("base_model_name_or_path", base_model_name_or_path.empty() ? json() : json(base_model_name_or_path));
   j.append("r", o.r);
   j.append("lora_alpha", o.alpha);
   j.append("lora_dropout", o.dropout);
   j.append("use_rslora", o.rslora);
   j.append("bias", to_string(o.bias));
-  j.append("init_lora_weights", o.init == init_mode::gaussian ? detail::json("gaussian") : detail::json(o.init == init_mode::kaiming));
-  // A list entry matches every path ending in "." + it; if that would take more modules than
-  // the wrapped ones, the targets go as one anchored regular expression (PEFT full-matches a
-  // string) so that the file names exactly these layers.
-  std::vector<std::string> every;
-  for_each_module(a.model(), [&](const torch::nn::Module&, std::string_view p) { every.emplace_back(p); });
-  bool exact = std::none_of(every.begin(), every.end(), [&](const std::string& p) {
-    return std::find(targets.begin(), targets.end(), p) == targets.end() && detail::peft_matches(std::nullopt, targets, p, "target_modules");
-  });
-  if (exact) {
-    j.append("target_modules", detail::json::array_of(targets));
-  } else {
-    std::string re;
-    for (auto& t : targets) re += (re.empty() ? "" : "|") + RE2::QuoteMeta(t);
-    j.append("target_modules", "(?:" + re + ")");
-  }
-  const auto& saved = a.report().modules_to_save;
-  j.append("modules_to_save", saved.empty() ? detail::json() : detail::json::array_of(saved));
+  j.append("init_lora_weights", o.init == init_mode::gaussian ? json("gaussian") : json(o.init == init_mode::kaiming));
+  j.append("target_modules", std::move(target_modules));
+  j.append("modules_to_save", saved.empty() ? json() : json::array_of(saved));
   auto patterns = [](const auto& ps) {
-    auto p = detail::json::object();
+    auto p = json::object();
     for (auto& e : ps) p[e.pattern] = e.value;
     return p;
   };
@@ -250,6 +235,33 @@ GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base
   j.append("use_dora", o.dora);
   j.append("inference_mode", true);
   return j.dump(2) + "\n";
+}
+// One anchored regular expression naming exactly `paths` (PEFT full-matches a string).
+inline std::string exact_targets(const std::vector<std::string>& paths) {
+  std::string re;
+  for (auto& t : paths) re += (re.empty() ? "" : "|") + RE2::QuoteMeta(t);
+  return "(?:" + re + ")";
+}
+} // namespace detail
+
+GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base_model_name_or_path) {
+  std::vector<std::string> targets;
+  for (auto& l : a.layers()) targets.push_back(l.path);
+  // A list entry matches every path ending in "." + it; if that would take more modules than
+  // the wrapped ones, the targets go as one anchored regular expression so that the file names
+  // exactly these layers.
+  std::vector<std::string> every;
+  for_each_module(a.model(), [&](const torch::nn::Module&, std::string_view p) { every.emplace_back(p); });
+  bool exact = std::none_of(every.begin(), every.end(), [&](const std::string& p) {
+    return std::find(targets.begin(), targets.end(), p) == targets.end() && detail::peft_matches(std::nullopt, targets, p, "target_modules");
+  });
+  auto target_modules = exact ? detail::json::array_of(targets) : detail::json(detail::exact_targets(targets));
+  return detail::config_text(a.options(), targets, std::move(target_modules), a.report().modules_to_save, base_model_name_or_path);
+}
+
+GRAFT_FUNC std::string peft_config_json(const options& o, const std::vector<std::string>& paths,
+                                        const std::vector<std::string>& modules_to_save, std::string_view base_model_name_or_path) {
+  return detail::config_text(o, paths, detail::json(detail::exact_targets(paths)), modules_to_save, base_model_name_or_path);
 }
 
 } // namespace graft::lora

@@ -40,7 +40,7 @@ struct adapter_config {
 inline constexpr std::string_view peft_prefix = "base_model.model.";
 
 /// Reads `folder`/adapter_config.json (or a config file given directly). A format_error names
-/// the file and the key for anything LoRA cannot honour (another peft_type, DoRA, fan_in_fan_out,
+/// the file and the key for anything LoRA cannot honour (another peft_type, fan_in_fan_out,
 /// layers_to_transform, lora_bias).
 GRAFT_FUNC adapter_config read_adapter_config(const std::string& folder);
 
@@ -54,6 +54,13 @@ GRAFT_FUNC std::vector<std::string> peft_targets(const torch::nn::Module& model,
 /// layers' full paths, modules_to_save the modules trained whole. A format_error naming the
 /// string if a module path, pattern key or base_model_name_or_path is not valid UTF-8.
 GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base_model_name_or_path = {});
+
+/// The adapter_config.json for adapters with options `o` on exactly the layers `paths` (without
+/// a model: target_modules is one anchored regular expression naming those paths), with
+/// `modules_to_save`. A format_error as above.
+GRAFT_FUNC std::string peft_config_json(const options& o, const std::vector<std::string>& paths,
+                                        const std::vector<std::string>& modules_to_save = {},
+                                        std::string_view base_model_name_or_path = {});
 
 } // namespace graft::lora
 
