@@ -19,6 +19,7 @@
 #include <graft/formats/torch_save/write-inl.hpp>
 #include <graft/lora/peft-inl.hpp>
 #include <graft/lora/peft_config-inl.hpp>
+#include <graft/lora/weighted-inl.hpp>
 #include <graft/optim/detail/named_param_groups-inl.hpp>
 #include <graft/optim/detail/param_group_spec-inl.hpp>
 #include <graft/optim/schedules/concepts-inl.hpp>
