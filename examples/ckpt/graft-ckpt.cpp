@@ -9,6 +9,8 @@
 //   graft-ckpt combine METHOD OUT IN... [--base B] [--weights W,...] [--t T] [--density D]
 //                      [--lambda L] [--normalize yes|no] [--rescale R] [--seed S]
 //                      [--where GLOB:SETTING=V[,SETTING=V]...]... [--format ...] [--progress]
+//   graft-ckpt lora-combine TYPE OUT_DIR ADAPTER_DIR... [--weights W,...] [--density D]
+//                           [--majority total|frequency] [--svd-rank R] [--svd-clamp Q] [--seed S]
 //
 // Errors graft reports (a malformed file, a filter that keeps nothing, ...) print as
 // "graft-ckpt: <message>" and exit with 2.
@@ -279,6 +281,31 @@ int lora_merge(const lora_merge_options& o) {
   return 0;
 }
 
+struct lora_combine_options {
+  std::string type, out, majority = "total";
+  std::vector<std::string> inputs;
+  std::vector<double> weights;
+  std::optional<double> density, svd_clamp;
+  std::optional<std::int64_t> svd_rank;
+  std::uint64_t seed = 0;
+};
+
+int lora_combine(const lora_combine_options& o) {
+  graft::lora::weighted_options w{.combination = graft::lora::adapter_combination_from_string(o.type),
+                                  .density = o.density,
+                                  .majority = o.majority == "frequency" ? graft::lora::majority_sign::frequency
+                                                                        : graft::lora::majority_sign::total,
+                                  .svd_rank = o.svd_rank,
+                                  .svd_clamp = o.svd_clamp,
+                                  .seed = o.seed};
+  auto weights = o.weights.empty() ? std::vector<double>(o.inputs.size(), 1.0) : o.weights;
+  auto r = graft::lora::combine_adapters(o.inputs, weights, o.out, w);
+  fmt::print("{} of {} adapters: rank {} on {} layers ({}); wrote {}\n", graft::lora::to_string(r.combination), o.inputs.size(),
+             r.r, r.layers.size(), fmt::join(r.layers, ", "), o.out);
+  if (!r.partial.empty()) fmt::print("  adapted by some inputs only: {}\n", fmt::join(r.partial, ", "));
+  return 0;
+}
+
 struct combine_options {
   std::string method, out, base, format, normalize, rescale;
   std::vector<std::string> inputs, wheres;
@@ -371,7 +398,8 @@ int combine(const combine_options& o) {
 } // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"graft-ckpt: inspect, compare, convert, LoRA-merge and combine checkpoints (torch.save, safetensors, libtorch archives)"};
+  CLI::App app{"graft-ckpt: inspect, compare, convert, LoRA-merge and combine checkpoints (torch.save, safetensors, libtorch archives), "
+               "and combine LoRA adapters"};
   app.require_subcommand(1);
 
   std::string file;
@@ -427,6 +455,21 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"torch_save", "safetensors"}));
   combine_cmd->add_flag("--progress", cb.progress, "Show a progress bar on stderr (shown anyway when stderr is a terminal)");
 
+  lora_combine_options lc;
+  auto* lora_combine_cmd = app.add_subcommand("lora-combine", "Combine PEFT LoRA adapter folders into one (PEFT's add_weighted_adapter)");
+  lora_combine_cmd->add_option("TYPE", lc.type,
+                               "svd, linear, cat, ties, ties_svd, dare_linear, dare_ties, dare_linear_svd, dare_ties_svd, "
+                               "magnitude_prune, magnitude_prune_svd")->required();
+  lora_combine_cmd->add_option("OUT_DIR", lc.out, "Adapter folder to write")->required();
+  lora_combine_cmd->add_option("ADAPTER_DIR", lc.inputs, "Adapter folders made for one base model")->required();
+  lora_combine_cmd->add_option("--weights", lc.weights, "One weight per adapter (default 1 each; negative subtracts)")->delimiter(',');
+  lora_combine_cmd->add_option("--density", lc.density, "ties, dare, magnitude_prune: the fraction of each tensor kept, in [0, 1]");
+  lora_combine_cmd->add_option("--majority", lc.majority, "TIES's sign election: total (default) or frequency")
+      ->check(CLI::IsMember({"total", "frequency"}));
+  lora_combine_cmd->add_option("--svd-rank", lc.svd_rank, "The SVD types' output rank (default: the largest input rank)");
+  lora_combine_cmd->add_option("--svd-clamp", lc.svd_clamp, "The SVD types: clamp the factors to this quantile, in [0, 1]");
+  lora_combine_cmd->add_option("--seed", lc.seed, "DARE's seed (default 0)");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*inspect_cmd) return inspect(file, as_json);
@@ -434,6 +477,7 @@ int main(int argc, char** argv) {
     if (*convert_cmd) return convert(co);
     if (*lora_cmd) return lora_merge(lo);
     if (*combine_cmd) return combine(cb);
+    if (*lora_combine_cmd) return lora_combine(lc);
   } catch (const graft::error& e) {
     std::fprintf(stderr, "graft-ckpt: %s\n", e.what());
     return 2;

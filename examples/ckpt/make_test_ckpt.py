@@ -39,6 +39,15 @@ with open(os.path.join(adapter, "adapter_config.json"), "w") as f:
 save_file({"base_model.model.0.lora_A.weight": torch.randn(2, 3), "base_model.model.0.lora_B.weight": torch.randn(4, 2),
            "base_model.model.3.lora_A.weight": torch.randn(2, 4), "base_model.model.3.lora_B.weight": torch.randn(2, 2)},
           os.path.join(adapter, "adapter_model.safetensors"), metadata={"format": "pt"})
+# A second adapter, rank 3 on the first Linear only, for lora-combine.
+second = os.path.join(out, "adapter_b")
+os.makedirs(second, exist_ok=True)
+with open(os.path.join(second, "adapter_config.json"), "w") as f:
+    json.dump({"peft_type": "LORA", "r": 3, "lora_alpha": 6, "target_modules": ["0"], "bias": "none"}, f)
+g = torch.Generator().manual_seed(6)
+save_file({"base_model.model.0.lora_A.weight": torch.randn(3, 3, generator=g),
+           "base_model.model.0.lora_B.weight": torch.randn(4, 3, generator=g)},
+          os.path.join(second, "adapter_model.safetensors"), metadata={"format": "pt"})
 # The same adapter as DoRA: use_dora and a magnitude vector per layer (one entry per output row).
 dora = os.path.join(out, "adapter_dora")
 os.makedirs(dora, exist_ok=True)
