@@ -13,6 +13,8 @@
 //   3. Compare accuracy, trainable parameters, optimizer state and what each must ship.
 //   4. Ship the adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors),
 //      load it onto a fresh copy of the old model, and merge it for inference.
+//   5. Two of PEFT's newer methods: DoRA with LoRA+ learning rates; and two adapters, trained
+//      by two teams on different images, combined into one folder (PEFT's add_weighted_adapter).
 //
 // Data: Debian's dataset-fashion-mnist package (see support/fashion_mnist.hpp).
 // Run with --help for the options; --quick is the reduced configuration ctest runs.
@@ -175,6 +177,7 @@ int main(int argc, char** argv) try {
                     .build(sgd(0.01));
   auto opt = groups.make_optimizer<torch::optim::SGD>();
   run("LoRA", net, opt, [&] { adapters.refresh(); });
+  const result lora = results.back();
 
   // 3. What each costs.
   graft::lora::save(adapters, path("adapter"), {.base_model_name_or_path = "graft tutorial 9 5-class model"});
@@ -203,14 +206,76 @@ int main(int argc, char** argv) try {
              "merged: {} of {}\n",
              path("adapter"), same, test_y.size(0), same_merged, test_y.size(0));
 
+  // 5a. DoRA (a magnitude vector per output channel beside each adapter) with LoRA+ param
+  //     groups: lora_B at 4x lora_A's learning rate, as PEFT's create_loraplus_optimizer.
+  fmt::print("\n5. DoRA with LoRA+, and two adapters combined\n");
+  Net dora_net = start();
+  auto dora = graft::lora::attach(*dora_net, "backbone.**"_glob & graft::lora::wrappable,
+                                  {.r = o.rank, .alpha = 2.0 * double(o.rank), .dora = true}, "fc.**"_glob);
+  graft::freeze_norm_stats(*dora_net, graft::norm_layers);
+  auto plus = graft::lora::loraplus_param_groups(*dora_net, sgd(0.01), {.lr_ratio = 4});
+  auto dora_opt = plus.make_optimizer<torch::optim::SGD>();
+  run("DoRA + LoRA+", dora_net, dora_opt, [&] { dora.refresh(); });
+  graft::lora::save(dora, path("dora_adapter"));
+  fmt::print("   its {} trainable elements include {} magnitudes; the folder ({} bytes) loads in PEFT as use_dora\n",
+             results.back().params.trainable_elements, dora.report().adapter_elements - adapters.report().adapter_elements,
+             std::filesystem::file_size(path("dora_adapter/adapter_model.safetensors")));
+
+  // 5b. Two teams each label half of the images and train an adapter from the same start,
+  //     this time on the head too (a LoRA on fc, no module to save: adapters combine only
+  //     their factors). combine_adapters makes one folder of both, as PEFT's
+  //     add_weighted_adapter; `cat` stacks the factors, so the combined adapter adds exactly
+  //     half of each team's weight change.
+  const auto half = few_x.size(0) / 2;
+  std::vector<std::string> team_folders;
+  for (int team = 0; team < 2; ++team) {
+    Net team_net = start();
+    auto team_adapters = graft::lora::attach(*team_net, ("backbone.**"_glob | "fc.weight"_glob) & graft::lora::wrappable,
+                                             {.r = o.rank, .alpha = 2.0 * double(o.rank)});
+    graft::freeze_norm_stats(*team_net, graft::norm_layers);
+    torch::optim::SGD team_opt(team_adapters.parameters(), sgd(0.02));
+    torch::manual_seed(o.seed + 3 + team);
+    auto images = few_x.slice(0, team * half, (team + 1) * half), labels = few.labels.slice(0, team * half, (team + 1) * half);
+    for (int e = 1; e <= o.epochs; ++e) train_epoch(team_net, team_opt, images, labels, 25, [&] { team_adapters.refresh(); });
+    team_adapters.refresh();
+    fmt::print("   team {} ({} images): test accuracy {:.1f}%\n", team + 1, images.size(0),
+               percent(tutorial::predict(*team_net, test_x).eq(test_y)));
+    team_folders.push_back(path(team == 0 ? "team1" : "team2"));
+    graft::lora::save(team_adapters, team_folders.back());
+  }
+  auto combined = graft::lora::combine_adapters(team_folders, {0.5, 0.5}, path("teams"),
+                                                {.combination = graft::lora::adapter_combination::cat});
+  Net both = start();
+  auto both_adapters = graft::lora::load(*both, path("teams"));
+  fmt::print("   combined ({}, rank {} on {} layers): test accuracy {:.1f}%\n", graft::lora::to_string(combined.combination),
+             combined.r, combined.layers.size(), percent(tutorial::predict(*both, test_x).eq(test_y)));
+  // The combined adapter's weight change is the mean of the teams' changes.
+  double worst = 0;
+  {
+    std::vector<graft::state_dict> merged;
+    for (const auto& folder : team_folders) {
+      auto sd = graft::state_dict(*start());
+      graft::lora::merge_into(sd, folder);
+      merged.push_back(std::move(sd));
+    }
+    both_adapters.merge_and_unload();
+    auto start_sd = graft::state_dict(*start());
+    for (const auto& e : graft::state_dict(*both)) {
+      auto mean_change = (merged[0].at(e.key) - start_sd.at(e.key) + merged[1].at(e.key) - start_sd.at(e.key)) * 0.5;
+      worst = std::max(worst, (e.tensor - start_sd.at(e.key) - mean_change).abs().max().item<double>());
+    }
+  }
+
   // The claims, checked on this run's numbers: LoRA trains a small part of the model, ships a
-  // small file, and the shipped adapter reproduces the trained model.
-  auto& lora = results.back();
+  // small file, and the shipped adapter reproduces the trained model; the combined adapter is
+  // the teams' mean.
   bool small = lora.params.trainable_elements * 3 < lora.params.elements && adapter_bytes * 3 < full_bytes;
   bool reproduced = same == test_y.size(0) && same_merged >= test_y.size(0) - 2;
   fmt::print("\ncheck: LoRA trains under a third of the parameters and ships under a third of the bytes: {}\n", small ? "yes" : "no");
   fmt::print("check: the shipped adapter reproduces the trained model's predictions: {}\n", reproduced ? "yes" : "no");
-  return small && reproduced ? 0 : 1;
+  bool mean = worst <= 1e-5;
+  fmt::print("check: the combined adapter changes the weights by the mean of the teams' changes: {}\n", mean ? "yes" : "no");
+  return small && reproduced && mean ? 0 : 1;
 } catch (const fashion_mnist::data_error& e) {
   fmt::print(stderr, "error: {}\n(--data DIR reads the files from another directory)\n", e.what());
   return 2;
