@@ -369,13 +369,19 @@ TEST_CASE("lora: refused inputs name what is wrong and change nothing", "[lora]"
     auto dora = copy("dora");
     edit_config(dora, "\"use_dora\": false", "\"use_dora\": true");
     CHECK_THROWS_WITH(graft::lora::load(*net, dora), Catch::Contains("has no lora_magnitude_vector for 'emb', a layer target_modules picks (use_dora is true)"));
-    // Initializations that change the base weights (PEFT re-applies them on load): refused by name.
-    for (std::string init : {"pissa", "pissa_niter_4", "olora", "loftq", "corda"}) {
+    // Initializations that change the base weights in a way no load can repeat: refused by name.
+    for (std::string init : {"pissa_niter_4", "loftq", "corda"}) {
       auto changed = copy(init);
       edit_config(changed, "\"init_lora_weights\": true", "\"init_lora_weights\": \"" + init + "\"");
       CHECK_THROWS_WITH(graft::lora::load(*net, changed),
                         Catch::Contains("init_lora_weights is '" + init + "': PEFT changes the base weights") &&
-                            Catch::Contains("path_initial_model_for_weight_conversion"));
+                            Catch::Contains("convert_to_lora") && Catch::Contains("path_initial_model_for_weight_conversion"));
+    }
+    // PiSSA and OLoRA start Linear layers only (this folder also targets an Embedding).
+    for (std::string init : {"pissa", "olora"}) {
+      auto changed = copy(init);
+      edit_config(changed, "\"init_lora_weights\": true", "\"init_lora_weights\": \"" + init + "\"");
+      CHECK_THROWS_WITH(graft::lora::load(*net, changed), Catch::Contains("LoRA init '" + init + "' starts Linear layers only, as in PEFT; 'emb' is Embedding"));
     }
     auto unknown = copy("unknown_init");
     edit_config(unknown, "\"init_lora_weights\": true", "\"init_lora_weights\": \"spectral\"");

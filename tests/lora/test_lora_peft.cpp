@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -260,40 +261,129 @@ for path, kind in mods:
   }
 }
 
-TEST_CASE("lora/peft: a PiSSA or OLoRA folder is refused by name; converted to plain LoRA it gives PEFT's outputs", "[lora][peft]") {
+TEST_CASE("lora/peft: PiSSA and OLoRA start as PEFT's, and their folders load both ways, as they are or converted to plain LoRA",
+          "[lora][peft]") {
   lora_fixture fx;
-  run_peft(fmt::format(R"(
+  // graft's adapters: started on lin1 and fc, "trained" (moved), saved as they are and converted.
+  std::map<std::string, torch::Tensor> graft_y;
+  for (std::string init : {"pissa", "olora"}) {
+    auto net = fx.fresh();
+    auto w0 = net->lin1->weight.detach().clone();
+    const auto mode = init == "pissa" ? graft::lora::init_mode::pissa : graft::lora::init_mode::olora;
+    auto ad = graft::lora::attach(*net, "{lin1,fc}.weight"_glob, {.r = 2, .alpha = 4, .init = mode});
+    graft::save(graft::state_dict(*net), fx.dir.file("graft_" + init + "_start.safetensors"));
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : ad.parameters()) p.add_(0.05 * torch::randn_like(p));
+    }
+    ad.refresh();
+    graft_y[init] = fx.run(net);
+    graft::lora::save(ad, fx.dir.file("graft_" + init));
+    graft::lora::save(ad, fx.dir.file("graft_" + init + "_converted"), {.convert_to_lora = true});
+    // graft reads both back onto the original model, with the same outputs.
+    for (auto suffix : {"", "_converted"}) {
+      auto again = fx.fresh();
+      graft::lora::load(*again, fx.dir.file("graft_" + init + suffix));
+      CHECK(max_diff(fx.run(again), graft_y[init]) <= 1e-5);
+    }
+    // unload() gives the layer back the weight it had, not the residual.
+    ad.unload();
+    CHECK(max_diff(net->lin1->weight, w0) <= 1e-5);
+  }
+  auto out = run_peft(fmt::format(R"(
 d = '{}'
+img, tok = inputs(d)
 for init in ('pissa', 'olora'):
+    # PEFT's start on the same model: the residual base weights and the products scale·B·A.
+    pm = get_peft_model(base_net(d), LoraConfig(r=2, lora_alpha=4, target_modules=['lin1', 'fc'], init_lora_weights=init))
+    mine = load_file(d + '/graft_' + init + '_start.safetensors')
+    worst = 0.0
+    for layer in ('lin1', 'fc'):
+        m = getattr(pm.base_model.model, layer)
+        got = mine[layer + '.weight'] + 2 * mine[layer + '.lora_B.weight'] @ mine[layer + '.lora_A.weight']
+        want = m.base_layer.weight + 2 * m.lora_B['default'].weight @ m.lora_A['default'].weight
+        worst = max(worst, (mine[layer + '.weight'] - m.base_layer.weight).abs().max().item(), (got - want).abs().max().item())
+    print('start', init, worst)
+    # graft's folders, as they are and converted, loaded by PEFT onto the original model.
+    for suffix in ('', '_converted'):
+        with torch.no_grad():
+            y = PeftModel.from_pretrained(base_net(d), d + '/graft_' + init + suffix).eval()(img, tok)
+        save_file({{'y': y}}, d + '/peft_y_' + init + suffix + '.safetensors')
+    # PEFT's own folder, trained a little, as it is and converted.
     torch.manual_seed(5)
     pm = get_peft_model(base_net(d), LoraConfig(r=2, lora_alpha=4, target_modules=['lin1'], init_lora_weights=init))
-    # The initial adapter, kept for the conversion (PEFT's documented recipe).
     pm.peft_config['default'].init_lora_weights = True
     pm.save_pretrained(d + '/' + init + '_initial')
     pm.peft_config['default'].init_lora_weights = init
     with torch.no_grad():
         for n, p in pm.named_parameters():
             if 'lora_' in n:
-                p.add_(0.05 * torch.randn_like(p))  # "trained"
-    pm.save_pretrained(d + '/' + init)  # against the changed base: PEFT changes it again on load
+                p.add_(0.05 * torch.randn_like(p))
+    pm.save_pretrained(d + '/' + init)
     pm.save_pretrained(d + '/' + init + '_converted', path_initial_model_for_weight_conversion=d + '/' + init + '_initial')
     pm.eval()
-    img, tok = inputs(d)
     with torch.no_grad():
         save_file({{'y': pm(img, tok)}}, d + '/' + init + '_out.safetensors')
 )",
-                       fx.path()));
+                                  fx.path()));
+  INFO(out);
   for (std::string init : {"pissa", "olora"}) {
     INFO(init);
-    auto net = fx.fresh();
-    auto before = graft::test::snapshot(*net);
-    CHECK_THROWS_WITH(graft::lora::load(*net, fx.dir.file(init)),
-                      Catch::Contains("init_lora_weights is '" + init + "': PEFT changes the base weights"));
-    CHECK(graft::test::same_state(before, *net));
-    graft::lora::load(*net, fx.dir.file(init + "_converted"));
-    auto want = graft::read(fx.dir.file(init + "_out.safetensors")).load().at("y");
-    CHECK(max_diff(fx.run(net), want) <= 1e-4);
+    // The start: residual and product equal PEFT's (not the factors: the signs of singular
+    // vectors and of QR's columns differ between LAPACK builds).
+    auto at = out.find("start " + init + " ");
+    REQUIRE(at != std::string::npos);
+    CHECK(std::stod(out.substr(at + 7 + init.size())) <= 1e-5);
+    for (std::string suffix : {"", "_converted"}) {
+      INFO(suffix);
+      CHECK(max_diff(graft::read(fx.dir.file("peft_y_" + init + suffix + ".safetensors")).load().at("y"), graft_y[init]) <= 1e-5);
+      // PEFT's folder in graft: the base becomes the residual again, as in PEFT.
+      auto net = fx.fresh();
+      graft::lora::load(*net, fx.dir.file(init + suffix));
+      CHECK(max_diff(fx.run(net), graft::read(fx.dir.file(init + "_out.safetensors")).load().at("y")) <= 1e-4);
+      // merge_into on the original checkpoint: the same merged weights.
+      auto sd = graft::read(fx.dir.file("base.safetensors")).load();
+      graft::lora::merge_into(sd, fx.dir.file(init + suffix));
+      auto merged = fx.fresh();
+      graft::merge(*merged, sd);
+      CHECK(max_diff(fx.run(merged), graft::read(fx.dir.file(init + "_out.safetensors")).load().at("y")) <= 1e-4);
+    }
   }
+}
+
+TEST_CASE("lora: PiSSA's randomized SVD (pissa_niter) reconstructs the weight and comes near the best rank-r error", "[lora]") {
+  lora_fixture fx;
+  auto net = fx.fresh();
+  auto w = net->lin1->weight.detach().clone();  // 16 x 8
+  const std::int64_t r = 3;
+  auto ad = graft::lora::attach(*net, "lin1.weight"_glob, {.r = r, .alpha = 6, .init = graft::lora::init_mode::pissa, .pissa_niter = 4});
+  const auto& l = ad.layers()[0];
+  auto product = l.delta();
+  // Residual + product is the weight (the model's outputs do not change).
+  CHECK(max_diff(l.base + product, w) <= 1e-5);
+  // The product's error against the weight is within 15% of the best rank-3 error (the tail of
+  // the singular values): a randomized SVD without oversampling, as torch.svd_lowrank with q = r
+  // (PEFT's call), comes near, not to, the best.
+  auto sv = torch::linalg_svdvals(w);
+  auto best = sv.slice(0, r).pow(2).sum().sqrt().item<double>();
+  auto err = torch::linalg_norm(w - product, "fro", c10::nullopt, false, c10::nullopt).item<double>();
+  CHECK(err >= best * (1 - 1e-5));
+  CHECK(err <= best * 1.15);
+  // Such an adapter is saved converted: no load could repeat its random draw.
+  CHECK_THROWS_WITH(graft::lora::save(ad, fx.dir.file("niter")), Catch::Contains("as 'pissa_niter_4': a load would draw another random SVD"));
+  graft::lora::save(ad, fx.dir.file("niter"), {.convert_to_lora = true});
+  auto again = fx.fresh();
+  auto loaded = graft::lora::load(*again, fx.dir.file("niter"));
+  CHECK(loaded.layers()[0].r == 2 * r);
+  CHECK(max_diff(fx.run(again), fx.run(net)) <= 1e-5);
+  // PiSSA and OLoRA start Linear layers only, as in PEFT; nothing changes on a refusal.
+  auto other = fx.fresh();
+  auto before = graft::test::snapshot(*other);
+  CHECK_THROWS_WITH(graft::lora::attach(*other, "{lin1,conv1}.weight"_glob, {.r = 2, .init = graft::lora::init_mode::olora}),
+                    Catch::Contains("LoRA init 'olora' starts Linear layers only, as in PEFT; 'conv1' is Conv2d"));
+  CHECK_THROWS_WITH(graft::lora::attach(*other, "lin1.weight"_glob, {.r = 9, .init = graft::lora::init_mode::pissa}),
+                    Catch::Contains("rank 9 exceeds the weight's smaller dimension"));
+  CHECK(graft::test::same_state(before, *other));
 }
 
 namespace {

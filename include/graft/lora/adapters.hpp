@@ -170,9 +170,10 @@ public:
   }
 
   /// Removes the adapters from the model: the lora_A/lora_B (and DoRA's lora_magnitude_vector)
-  /// children go, and each layer's
-  /// weight is its registered W0 again (with the adapters folded in if merged). The model's
-  /// state dict then has its original keys. These adapters are empty afterwards.
+  /// children go, and each layer's weight is its registered W0 again, with the adapters folded
+  /// in if merged (PiSSA and OLoRA: unmerged, the weight the layer had before attach(), not the
+  /// residual). The model's state dict then has its original keys. These adapters are empty
+  /// afterwards.
   void unload() {
     for (auto& l : state_->layers) {
       auto children = l.module->named_children();
@@ -182,6 +183,11 @@ public:
                                       l.path));
     }
     for (auto& l : state_->layers) {
+      if (l.initial_A.defined() && !state_->merged) {
+        // PiSSA / OLoRA: W0 is the residual; the weights the model had come back.
+        torch::NoGradGuard no_grad;
+        l.base.copy_(l.base.to(torch::kFloat) + torch::matmul(l.initial_B.to(torch::kFloat), l.initial_A.to(torch::kFloat)) * l.scale);
+      }
       *l.weight = l.base;
       if (l.own_layer) l.own_layer->disconnect();
       l.module->unregister_module("lora_A");
@@ -252,6 +258,27 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
     auto scale = opts.rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
     layers.push_back({p.path, std::move(type), kind, p.module, weight_member(*p.module, kind), base, {}, {}, r, alpha, scale,
                       dynamic_cast<adapter_slot*>(p.module)});
+    if (opts.init == init_mode::pissa || opts.init == init_mode::olora) {
+      // Decomposed here, before anything changes: the base gives up scale·B0·A0 below.
+      auto name = opts.init == init_mode::olora ? std::string("olora")
+                  : opts.pissa_niter           ? fmt::format("pissa_niter_{}", *opts.pissa_niter)
+                                               : std::string("pissa");
+      if (kind != layer_kind::linear)
+        throw option_error(fmt::format("LoRA init '{}' starts Linear layers only, as in PEFT; '{}' is {}", name, p.path,
+                                       layers.back().type));
+      if (!base.is_floating_point())
+        throw option_error(fmt::format("LoRA init '{}' needs a floating-point weight; '{}' is {}", name, p.path, c10::toString(base.scalar_type())));
+      if (r > std::min(base.size(0), base.size(1)))
+        throw option_error(fmt::format("LoRA init '{}' on '{}' ({} x {}): rank {} exceeds the weight's smaller dimension", name, p.path,
+                                       base.size(0), base.size(1), r));
+      if (opts.pissa_niter && *opts.pissa_niter < 0)
+        throw option_error(fmt::format("LoRA pissa_niter must be >= 0, not {}", *opts.pissa_niter));
+      auto [a0, b0] = decomposed_start(base, r, scale, opts.init, opts.init == init_mode::pissa ? opts.pissa_niter : std::nullopt);
+      layers.back().initial_A = a0.to(base.scalar_type());
+      layers.back().initial_B = b0.to(base.scalar_type());
+    } else if (opts.pissa_niter) {
+      throw option_error("LoRA pissa_niter is set but init is not pissa");
+    }
   }
   std::vector<selected_tensor> to_save_modules;
   std::vector<std::string> to_save_paths;
@@ -285,7 +312,16 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
     auto [sa, sb] = factor_shapes(l.kind, l.base, l.r);
     auto a = torch::empty(sa, l.base.options().requires_grad(false));
     auto b = torch::empty(sb, l.base.options().requires_grad(false));
-    init_factors(l.kind, opts.init, a, b, l.r);
+    if (l.initial_A.defined()) {
+      // PiSSA / OLoRA: the factors start as the decomposition, and W0 becomes the residual
+      // W - scale·B0·A0 (computed in float32, as PEFT does).
+      torch::NoGradGuard no_grad;
+      a.copy_(l.initial_A);
+      b.copy_(l.initial_B);
+      l.base.copy_(l.base.to(torch::kFloat) - torch::matmul(l.initial_B.to(torch::kFloat), l.initial_A.to(torch::kFloat)) * l.scale);
+    } else {
+      init_factors(l.kind, opts.init, a, b, l.r);
+    }
     l.A = l.module->register_module("lora_A", std::make_shared<factor_impl>(a.set_requires_grad(true)))->weight;
     l.B = l.module->register_module("lora_B", std::make_shared<factor_impl>(b.set_requires_grad(true)))->weight;
     if (opts.dora) {

@@ -2,6 +2,7 @@
 // LoRA's settings (named as PEFT names them), one wrapped layer, and what attach() reports.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,7 +23,11 @@ enum class bias_mode { none, all, lora_only };
 /// with a = sqrt(5), B zeros, so a new adapter changes nothing), gaussian (A normal with std
 /// 1/r, B zeros), none (False: both random; the model's outputs change at once). Embeddings
 /// start as PEFT starts them: A zeros and B standard normal (none: both standard normal).
-enum class init_mode { kaiming, gaussian, none };
+/// pissa ("pissa", or "pissa_niter_N" with options::pissa_niter): B·A starts as the top r
+/// singular triplets of W, which the base keeps the residual of; olora: B·A starts as the
+/// first r columns of W's QR decomposition, likewise. Both change the base weights (the
+/// model's outputs do not change) and are for Linear layers, as in PEFT.
+enum class init_mode { kaiming, gaussian, none, pissa, olora };
 
 constexpr std::string_view to_string(bias_mode b) noexcept {
   return b == bias_mode::all ? "all" : b == bias_mode::lora_only ? "lora_only" : "none";
@@ -49,6 +54,9 @@ struct options {
   /// backward pass, as PEFT does.
   bool dora = false;
   init_mode init = init_mode::kaiming;
+  /// With init pissa: PEFT's "pissa_niter_N", a randomized SVD with N subspace iterations
+  /// (faster on large layers; its random draw is torch's). Unset: the exact SVD ("pissa").
+  std::optional<std::int64_t> pissa_niter{};
   bias_mode bias = bias_mode::none;
   std::vector<pattern_value<std::int64_t>> rank_pattern{};  ///< per-layer ranks
   std::vector<pattern_value<double>> alpha_pattern{};       ///< per-layer alphas
@@ -85,6 +93,9 @@ struct layer {
   torch::Tensor magnitude{};
   /// The norm merge() divided the magnitude by, kept for unmerge() (as PEFT keeps it).
   torch::Tensor merged_norm{};
+  /// With PiSSA or OLoRA: A and B as they started, whose scaled product the base weight gave
+  /// up (W0 here is the residual); for unload() and for saving as a plain LoRA adapter.
+  torch::Tensor initial_A{}, initial_B{};
 
   /// scale·ΔW in the shape of the base weight: B·A (linear), B·A over the kernel (conv),
   /// (B·A)ᵀ (embedding). Differentiable in A and B.

@@ -28,6 +28,7 @@
 #include <graft/lora/adapters.hpp>
 #include <graft/lora/detail/peft_entries.hpp>
 #include <graft/lora/peft_config.hpp>
+#include <graft/lora/peft_config-inl.hpp>
 #include <graft/select/regex.hpp>
 #include <graft/state_dict/state_dict.hpp>
 #include <graft/walk/walk.hpp>
@@ -86,9 +87,28 @@ GRAFT_FUNC void save(const adapters& a, const std::string& folder, const save_op
                                        "every module path ending in it)",
                                        folder, name, p));
     });
+  // PiSSA / OLoRA: as they are (PEFT re-applies the start on load), or converted to plain LoRA.
+  const auto& o = a.options();
+  const bool decomposed = o.init == init_mode::pissa || o.init == init_mode::olora;
+  if (decomposed && o.pissa_niter && !opts.convert_to_lora)
+    throw option_error(fmt::format("cannot save to '{}' as 'pissa_niter_{}': a load would draw another random SVD than this "
+                                   "adapter started from; save it with save_options::convert_to_lora",
+                                   folder, *o.pissa_niter),
+                       {.file = folder, .file_in_message = true});
+  auto written = o;
+  if (decomposed && opts.convert_to_lora) {
+    // Twice the rank at the same scale: alpha doubles (rsLoRA: times √2).
+    const double alpha_factor = o.rslora ? std::sqrt(2.0) : 2.0;
+    written.init = init_mode::kaiming;
+    written.pissa_niter.reset();
+    written.r *= 2;
+    written.alpha *= alpha_factor;
+    for (auto& p : written.rank_pattern) p.value *= 2;
+    for (auto& p : written.alpha_pattern) p.value *= alpha_factor;
+  }
   std::string text;
   try {
-    text = peft_config_json(a, opts.base_model_name_or_path);
+    text = detail::adapters_config_text(a, written, opts.base_model_name_or_path);
   } catch (const format_error& e) {
     throw format_error(fmt::format("cannot save to '{}': {}", folder, e.message()), {.file = folder, .file_in_message = true});
   }
@@ -100,6 +120,16 @@ GRAFT_FUNC void save(const adapters& a, const std::string& folder, const save_op
                                      graft::detail::quoted(k), bad, graft::detail::quoted(opts.prefix)),
                          {.file = folder, .file_in_message = true});
     t = t.detach();
+  }
+  if (decomposed && opts.convert_to_lora) {
+    // ΔW = B·A - B0·A0 = [B, -B0]·[A; A0]
+    std::map<std::string, std::pair<torch::Tensor, torch::Tensor>, std::less<>> converted;
+    for (auto& l : a.layers())
+      converted[fmt::format("{}{}.lora_A.weight", opts.prefix, l.path)].first = torch::cat({l.A.detach(), l.initial_A}, 0);
+    for (auto& l : a.layers())
+      converted[fmt::format("{}{}.lora_B.weight", opts.prefix, l.path)].second = torch::cat({l.B.detach(), -l.initial_B}, 1);
+    for (auto& [k, t] : tensors)
+      if (auto it = converted.find(k); it != converted.end()) t = it->second.first.defined() ? it->second.first : it->second.second;
   }
   std::error_code ec;
   fs::create_directories(folder, ec);
@@ -207,7 +237,9 @@ GRAFT_FUNC adapters load(torch::nn::Module& model, const std::string& folder, co
     whole += (whole.empty() ? "" : "|") + RE2::QuoteMeta(path) + "\\..+";
   }
   auto opts_in = config.options;
-  opts_in.init = init_mode::none;  // the file's weights replace them
+  // The file's weights replace the factors; PiSSA and OLoRA start so that the base becomes the
+  // residual the file's factors were trained against.
+  if (opts_in.init != init_mode::pissa && opts_in.init != init_mode::olora) opts_in.init = init_mode::none;
   adapters out = whole.empty()
                      ? detail::attach_layers<detail::no_modules_to_save>(model, plan, opts_in, nullptr, "target_modules")
                      : [&] {
@@ -275,6 +307,14 @@ GRAFT_FUNC merge_report merge_into(state_dict& sd, const std::string& folder, co
     if (auto want = detail::value_for(config.options.rank_pattern, path, config.options.r, "rank_pattern"); want != r)
       throw misfit(fmt::format("the config's rank for '{}' is {}", path, want));
     auto d = detail::file_delta(a, b, emb, w, detail::layer_scale(config, path));
+    if (config.options.init == init_mode::pissa || config.options.init == init_mode::olora) {
+      // The weight PEFT trained against is the residual W - scale·B0·A0 of the start.
+      if (emb || w.dim() != 2 || r > std::min(w.size(0), w.size(1)))
+        throw misfit(fmt::format("a '{}' adapter starts Linear layers only, of rank at most their smaller dimension",
+                                 config.options.init == init_mode::pissa ? "pissa" : "olora"));
+      auto [a0, b0] = detail::decomposed_start(w, r, detail::layer_scale(config, path), config.options.init, std::nullopt);
+      d = d - torch::matmul(b0, a0) * detail::layer_scale(config, path);
+    }
     auto m = magnitudes.find(path);
     if (config.options.dora != (m != magnitudes.end()))
       throw key_error(config.options.dora

@@ -29,11 +29,17 @@ GRAFT_FUNC std::vector<std::pair<std::string, torch::Tensor>> peft_tensors(const
 struct save_options {
   std::string base_model_name_or_path{};  ///< recorded in the config (PEFT's field of that name)
   std::string prefix{peft_prefix};        ///< prepended to each model path in the file
+  /// PiSSA and OLoRA adapters (whose base weights are residuals): write a plain LoRA adapter
+  /// for the original weights instead, as PEFT's path_initial_model_for_weight_conversion does:
+  /// A' = [A; A0], B' = [B, -B0] (the starting factors), twice the rank, the same scale. A
+  /// "pissa_niter_N" adapter must be saved so: no load can repeat its random SVD.
+  bool convert_to_lora = false;
 };
 
 /// Writes the adapters as a PEFT adapter folder: `folder`/adapter_config.json and
 /// `folder`/adapter_model.safetensors (metadata {"format": "pt"}), each written atomically.
-/// PEFT's PeftModel.from_pretrained(model, folder) loads it.
+/// PEFT's PeftModel.from_pretrained(model, folder) loads it onto the original model (PiSSA and
+/// OLoRA folders included: PEFT, as lora::load, turns the base into the residual again).
 GRAFT_FUNC void save(const adapters& a, const std::string& folder, const save_options& opts = {});
 
 /// How load() reads a folder.
@@ -45,8 +51,9 @@ struct load_options {
 /// rules) get adapters with its ranks and scales and the file's weights; its modules_to_save
 /// and biases are copied in. Every key of the file must land somewhere (a key_error names one
 /// that matches no layer), every target layer must have both factors, and every shape must
-/// agree (a shape_error names the key and both shapes). Transactional: on any error the model
-/// is unchanged.
+/// agree (a shape_error names the key and both shapes). A "pissa" or "olora" folder first turns
+/// each target's weight into the residual PEFT trained against, as PEFT's load does.
+/// Transactional: on any error the model is unchanged.
 GRAFT_FUNC adapters load(torch::nn::Module& model, const std::string& folder, const load_options& opts = {});
 
 /// What merge_into() did.
@@ -56,8 +63,9 @@ struct merge_report {
 };
 
 /// Folds the adapter folder into a plain state dict (keys = the model's paths): each target
-/// layer's weight += scale·ΔW (a 4-D lora_A is a convolution's), biases and modules_to_save
-/// tensors replaced. Needs no model. A key of the adapter that matches nothing in `sd` is a
+/// layer's weight += scale·ΔW (a 4-D lora_A is a convolution's; DoRA rescales the rows; PiSSA
+/// and OLoRA first take their starting product off the weight, as PEFT's load does), biases
+/// and modules_to_save tensors replaced. Needs no model. A key of the adapter that matches nothing in `sd` is a
 /// key_error naming it; a shape that disagrees a shape_error. `sd` is unchanged on any error.
 GRAFT_FUNC merge_report merge_into(state_dict& sd, const std::string& folder, const load_options& opts = {});
 

@@ -143,20 +143,24 @@ GRAFT_FUNC adapter_config read_adapter_config(const std::string& folder) {
   if (const auto* v = j.find("init_lora_weights")) {
     if (v->is_boolean()) c.options.init = v->as_bool() ? init_mode::kaiming : init_mode::none;
     else if (v->is_string() && v->as_string() == "gaussian") c.options.init = init_mode::gaussian;
+    else if (v->is_string() && v->as_string() == "pissa") c.options.init = init_mode::pissa;
+    else if (v->is_string() && v->as_string() == "olora") c.options.init = init_mode::olora;
     else if (v->is_string()) {
-      // PiSSA, OLoRA, CorDA and LoftQ change the base weights when PEFT creates the adapter
-      // (W minus the initial B·A), and PEFT does that again when it loads such a folder onto the
-      // original base: its factors are only right against the changed weights. Refused rather
-      // than loaded onto unchanged weights, which would compute other outputs without a word.
+      // PiSSA and OLoRA change the base weights when PEFT creates the adapter (W minus the
+      // initial B·A), and PEFT does that again when it loads such a folder onto the original
+      // base; graft does the same for "pissa" and "olora", whose decompositions are exact. The
+      // others are refused rather than loaded onto unchanged weights, which would compute other
+      // outputs without a word: pissa_niter_N draws a random SVD, whose residual PEFT's load
+      // cannot repeat either; CorDA needs the training data's covariance, LoftQ a quantizer.
       const auto& init = v->as_string();
-      const bool changes_base = init == "pissa" || init.starts_with("pissa_niter_") || init == "olora" || init == "corda" ||
-                                init == "loftq";
+      const bool changes_base = init.starts_with("pissa_niter_") || init == "corda" || init == "loftq";
       if (changes_base)
         bad("init_lora_weights",
             fmt::format("is '{}': PEFT changes the base weights for such an adapter and changes them again when it "
-                        "loads the folder, which graft does not do; save the adapter with PEFT's "
-                        "path_initial_model_for_weight_conversion, which makes it a plain LoRA adapter for the original "
-                        "weights", init));
+                        "loads the folder, {}; save the adapter as a plain LoRA adapter for the original weights "
+                        "(graft's save_options::convert_to_lora, PEFT's path_initial_model_for_weight_conversion)",
+                        init, init.starts_with("pissa_niter_") ? "from a random draw no load can repeat"
+                                                               : "from data or a quantizer graft does not have"));
       bad("init_lora_weights", fmt::format("is '{}', an initialization graft does not know: it may change the base "
                                            "weights as PiSSA does, so the folder is refused", init));
     } else {
@@ -221,7 +225,10 @@ inline std::string config_text(const options& o, const std::vector<std::string>&
   j.append("lora_dropout", o.dropout);
   j.append("use_rslora", o.rslora);
   j.append("bias", to_string(o.bias));
-  j.append("init_lora_weights", o.init == init_mode::gaussian ? json("gaussian") : json(o.init == init_mode::kaiming));
+  j.append("init_lora_weights", o.init == init_mode::gaussian ? json("gaussian")
+                                : o.init == init_mode::olora  ? json("olora")
+                                : o.init == init_mode::pissa  ? json(o.pissa_niter ? fmt::format("pissa_niter_{}", *o.pissa_niter) : "pissa")
+                                                              : json(o.init == init_mode::kaiming));
   j.append("target_modules", std::move(target_modules));
   j.append("modules_to_save", saved.empty() ? json() : json::array_of(saved));
   auto patterns = [](const auto& ps) {
@@ -244,7 +251,17 @@ inline std::string exact_targets(const std::vector<std::string>& paths) {
 }
 } // namespace detail
 
+namespace detail {
+// The adapter_config.json of `a`, with options `o` (the adapters' own, or those of a converted copy).
+inline std::string adapters_config_text(const adapters& a, const options& o, std::string_view base_model_name_or_path);
+} // namespace detail
+
 GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base_model_name_or_path) {
+  return detail::adapters_config_text(a, a.options(), base_model_name_or_path);
+}
+
+namespace detail {
+inline std::string adapters_config_text(const adapters& a, const options& o, std::string_view base_model_name_or_path) {
   std::vector<std::string> targets;
   for (auto& l : a.layers()) targets.push_back(l.path);
   // A list entry matches every path ending in "." + it; if that would take more modules than
@@ -255,9 +272,10 @@ GRAFT_FUNC std::string peft_config_json(const adapters& a, std::string_view base
   bool exact = std::none_of(every.begin(), every.end(), [&](const std::string& p) {
     return std::find(targets.begin(), targets.end(), p) == targets.end() && detail::peft_matches(std::nullopt, targets, p, "target_modules");
   });
-  auto target_modules = exact ? detail::json::array_of(targets) : detail::json(detail::exact_targets(targets));
-  return detail::config_text(a.options(), targets, std::move(target_modules), a.report().modules_to_save, base_model_name_or_path);
+  auto target_modules = exact ? json::array_of(targets) : json(exact_targets(targets));
+  return config_text(o, targets, std::move(target_modules), a.report().modules_to_save, base_model_name_or_path);
 }
+} // namespace detail
 
 GRAFT_FUNC std::string peft_config_json(const options& o, const std::vector<std::string>& paths,
                                         const std::vector<std::string>& modules_to_save, std::string_view base_model_name_or_path) {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -142,6 +143,45 @@ inline std::vector<std::int64_t> magnitude_shape(layer_kind kind, const torch::T
     }
   }
   return {};
+}
+
+/// torch.svd_lowrank's randomized SVD of a matrix to rank q (Halko et al.), with `niter`
+/// subspace iterations, drawing from torch's generator: U [m, q], S [q], V [n, q].
+inline std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> svd_lowrank(const torch::Tensor& a, std::int64_t q, std::int64_t niter) {
+  auto basis = [&](const torch::Tensor& m) {
+    auto qm = std::get<0>(torch::linalg_qr(torch::matmul(m, torch::randn({m.size(1), q}, m.options()))));
+    for (std::int64_t i = 0; i < niter; ++i) {
+      qm = std::get<0>(torch::linalg_qr(torch::matmul(m.t(), qm)));
+      qm = std::get<0>(torch::linalg_qr(torch::matmul(m, qm)));
+    }
+    return qm;
+  };
+  auto qm = basis(a);
+  auto [ub, s, vh] = torch::linalg_svd(torch::matmul(qm.t(), a), false);
+  return {torch::matmul(qm, ub), s, vh.t()};
+}
+
+/// PiSSA's or OLoRA's start for a Linear weight `w` (any float dtype; computed in float32):
+/// lora_A [r, in] and lora_B [out, r] whose product times `scale` the base gives up, as PEFT's
+/// pissa_init / olora_init compute them.
+inline std::pair<torch::Tensor, torch::Tensor> decomposed_start(const torch::Tensor& w, std::int64_t r, double scale, init_mode init,
+                                                                 std::optional<std::int64_t> niter) {
+  torch::NoGradGuard no_grad;
+  auto w32 = w.to(torch::kFloat);
+  if (init == init_mode::olora) {
+    auto [q, rr] = torch::linalg_qr(w32);
+    return {rr.slice(0, 0, r).contiguous(), q.slice(1, 0, r).contiguous()};
+  }
+  torch::Tensor u, s, vh;
+  if (niter) {
+    auto [lu, ls, lv] = svd_lowrank(w32, r, *niter);
+    u = lu, s = ls, vh = lv.t();
+  } else {
+    auto [fu, fs, fvh] = torch::linalg_svd(w32, false);
+    u = fu.slice(1, 0, r), s = fs.slice(0, 0, r), vh = fvh.slice(0, 0, r);
+  }
+  auto root = (s / scale).sqrt();
+  return {(root.unsqueeze(1) * vh).contiguous(), (u * root.unsqueeze(0)).contiguous()};
 }
 
 inline void init_factors(layer_kind kind, init_mode init, torch::Tensor& a, torch::Tensor& b, std::int64_t r) {
