@@ -28,7 +28,9 @@
 
 namespace graft::lora {
 
+class adapters;
 namespace detail {
+struct adapters_access;
 // The wrapped layers, shared with graft's list of what follows an optimizer step: after a step
 // (graft::lr_scheduler::step()), the merged weight of each libtorch layer whose A or B changed
 // since the last refresh() is recomputed in place, without a graph, so that an evaluation that
@@ -41,6 +43,7 @@ namespace detail {
 struct adapter_layers final : graft::detail::after_step_listener {
   std::vector<layer> layers;
   bool merged = false;
+  bool disabled = false;  // inside a disabled() scope: the layers compute the base model
   std::vector<std::vector<torch::Tensor>> seen;  // A, B (and m) at the last refresh (CPU layers)
 
   static std::vector<torch::Tensor> trained(const layer& l) {
@@ -65,7 +68,7 @@ struct adapter_layers final : graft::detail::after_step_listener {
     return false;
   }
   void after_step() override {
-    if (merged) return;
+    if (merged || disabled) return;
     bool changed = false;
     torch::NoGradGuard no_grad;
     for (std::size_t i = 0; i < layers.size(); ++i)
@@ -114,7 +117,7 @@ public:
   /// graph. Dropout applies only while the model is in training mode and gradients are
   /// recorded. While merged, the weights already hold the adapters and it does nothing.
   void refresh() {
-    if (state_->merged) return;
+    if (state_->merged || state_->disabled) return;
     for (auto& l : state_->layers) {
       if (l.own_layer) continue;
       torch::Tensor a = l.A, keep;
@@ -131,11 +134,31 @@ public:
     state_->record();
   }
 
+  /// While it lives, the layers compute the model without its adapters (PiSSA and OLoRA: the
+  /// original weights, not the residuals), for a base-model comparison or a reference output;
+  /// when it goes, the adapters are back. Adapters that are merged are refused (a state_error):
+  /// unmerge() them first. refresh() and an optimizer step's update wait until the scope ends.
+  class disabled_scope {
+  public:
+    explicit disabled_scope(adapters& a) : a_(&a) { a.disable(true); }
+    disabled_scope(const disabled_scope&) = delete;
+    disabled_scope& operator=(const disabled_scope&) = delete;
+    ~disabled_scope() { a_->disable(false); }
+
+  private:
+    adapters* a_;
+  };
+  /// `{ auto off = adapters.disabled(); reference = net->forward(x); }`
+  [[nodiscard]] disabled_scope disabled() { return disabled_scope(*this); }
+  /// False inside a disabled() scope.
+  bool enabled() const noexcept { return !state_->disabled; }
+
   /// Folds scale·ΔW into each base weight (DoRA: W0 becomes m/‖W0 + scale·ΔW‖·(W0 + scale·ΔW),
   /// the norm kept for unmerge(), as in PEFT): the layers then run at their own cost. The
   /// adapters stay (unmerge() takes them back out).
   void merge() {
     if (state_->merged) throw state_error("the adapters are merged already");
+    if (state_->disabled) throw state_error("the adapters are disabled: merge() them after the disabled() scope");
     torch::NoGradGuard no_grad;
     for (auto& l : state_->layers) {
       auto d = l.delta();
@@ -218,6 +241,30 @@ public:
   }
 
 private:
+  friend struct detail::adapters_access;
+  void disable(bool off) {
+    if (off && state_->merged) throw state_error("the adapters are merged: unmerge() them before disabling them");
+    if (off == state_->disabled) return;
+    torch::NoGradGuard no_grad;
+    for (auto& l : state_->layers) {
+      auto original = [&] {
+        return l.initial_A.defined() ? (l.base.to(torch::kFloat) + torch::matmul(l.initial_B.to(torch::kFloat), l.initial_A.to(torch::kFloat)) * l.scale)
+                                           .to(l.base.scalar_type())
+                                     : l.base;
+      };
+      if (l.own_layer) {
+        // graft's own layers: no adapter, or the starting one that completes a residual.
+        if (!off) l.own_layer->connect(l.A, l.B, l.scale, l.kind == layer_kind::embedding ? 0.0 : options_.dropout, l.magnitude);
+        else if (l.initial_A.defined()) l.own_layer->connect(l.initial_A, l.initial_B, l.scale, 0.0);
+        else l.own_layer->set_active(false);
+      } else if (off) {
+        *l.weight = original();
+      }
+    }
+    state_->disabled = off;
+    if (!off) refresh();
+  }
+
   torch::nn::Module* model_;
   std::shared_ptr<detail::adapter_layers> state_;
   lora::options options_;
@@ -227,6 +274,11 @@ private:
 
 
 namespace detail {
+
+// For the functions beside the class that change the layers in place (hot_swap).
+struct adapters_access {
+  static std::vector<layer>& layers(adapters& a) { return a.state_->layers; }
+};
 
 /// Wraps the planned layers; every check happens before the model changes.
 template <selector M>

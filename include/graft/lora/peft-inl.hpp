@@ -260,6 +260,120 @@ GRAFT_FUNC adapters load(torch::nn::Module& model, const std::string& folder, co
   return out;
 }
 
+GRAFT_FUNC swap_report hot_swap(adapters& a, const std::string& folder, const load_options& opts) {
+  if (a.layers().empty()) throw state_error(fmt::format("cannot hot-swap '{}': these adapters were unloaded", folder));
+  if (a.merged()) throw state_error(fmt::format("cannot hot-swap '{}' into merged adapters: unmerge() them first", folder));
+  if (!a.enabled()) throw state_error(fmt::format("cannot hot-swap '{}' inside a disabled() scope", folder));
+  auto config = read_adapter_config(folder);
+  if (config.options.dora != a.options().dora)
+    throw option_error(fmt::format("cannot hot-swap '{}': its use_dora is {}, these adapters' {}", folder, config.options.dora,
+                                   a.options().dora),
+                       {.file = folder});
+  if (config.options.init == init_mode::pissa || config.options.init == init_mode::olora)
+    throw option_error(fmt::format("cannot hot-swap '{}': it is a PiSSA or OLoRA adapter, trained against other base weights",
+                                   folder),
+                       {.file = folder});
+  auto file = detail::adapter_weights_file(folder);
+  auto entries = detail::adapter_entries(detail::read_adapter_weights(file), opts.prefix, file);
+  auto [factors, magnitudes, others] = detail::pair_entries(entries);
+  auto& layers = detail::adapters_access::layers(a);
+  std::map<std::string, layer*, std::less<>> by_path;
+  for (auto& l : layers) by_path.emplace(l.path, &l);
+  auto ctx = [&](const std::string& key) { return error_context{.file = file, .key = key}; };
+
+  // Every check first.
+  for (auto& [path, f] : factors) {
+    const auto* any = f.first ? f.first : f.second;
+    auto it = by_path.find(path);
+    if (it == by_path.end())
+      throw key_error(fmt::format("'{}' adapts '{}', a layer these adapters do not wrap: hot-swap cannot add layers", any->key, path),
+                      ctx(any->key));
+    if (!f.first || !f.second)
+      throw key_error(fmt::format("'{}' has {} for '{}' but not {}", file, f.first ? "lora_A" : "lora_B", path, f.first ? "lora_B" : "lora_A"),
+                      {.file = file, .key = path, .file_in_message = true});
+    const auto& l = *it->second;
+    const auto& na = f.first->tensor;
+    const auto& nb = f.second->tensor;
+    if (f.first->embedding != (l.kind == layer_kind::embedding))
+      throw key_error(fmt::format("'{}' is {} factor but '{}' is {}", f.first->key, f.first->embedding ? "an embedding" : "a linear/conv",
+                                  path, l.type),
+                      ctx(f.first->key));
+    const auto r = na.dim() >= 1 ? na.size(0) : 0;
+    auto fits = [&](const torch::Tensor& t, const torch::Tensor& mine, int rank_dim) {
+      if (t.dim() != mine.dim()) return false;
+      for (int d = 0; d < t.dim(); ++d)
+        if (d == rank_dim ? (t.size(d) != r) : (t.size(d) != mine.size(d))) return false;
+      return true;
+    };
+    if (r == 0 || !fits(na, l.A, 0) || !fits(nb, l.B, 1))
+      throw shape_error(fmt::format("'{}' {} and '{}' {} do not fit '{}' (lora_A {}, lora_B {})", f.first->key, graft::detail::bracketed(na.sizes()),
+                                    f.second->key, graft::detail::bracketed(nb.sizes()), path, graft::detail::bracketed(l.A.sizes()),
+                                    graft::detail::bracketed(l.B.sizes())),
+                        ctx(f.first->key));
+    if (r > l.r)
+      throw shape_error(fmt::format("'{}' has rank {} but '{}' has rank {} here: hot-swap cannot grow a rank (attach or load "
+                                    "with the larger rank first)",
+                                    f.first->key, r, path, l.r),
+                        ctx(f.first->key));
+    if (l.magnitude.defined()) {
+      auto m = magnitudes.find(path);
+      if (m == magnitudes.end())
+        throw key_error(fmt::format("'{}' has no lora_magnitude_vector for '{}' (use_dora is true)", file, path),
+                        {.file = file, .key = path, .file_in_message = true});
+      if (!m->second->tensor.sizes().equals(l.magnitude.sizes()))
+        throw shape_error(fmt::format("'{}' has shape {} but the DoRA magnitude of '{}' has {}", m->second->key,
+                                      graft::detail::bracketed(m->second->tensor.sizes()), path, graft::detail::bracketed(l.magnitude.sizes())),
+                          ctx(m->second->key));
+    }
+  }
+  for (auto& [path, m] : magnitudes)
+    if (!factors.contains(path))
+      throw key_error(fmt::format("'{}' has a lora_magnitude_vector for '{}' but no lora_A or lora_B", file, path), ctx(m->key));
+  std::map<std::string, torch::Tensor, std::less<>> saved_by_key;
+  for (auto& [k, t] : peft_tensors(a, opts.prefix)) saved_by_key.emplace(k, t);
+  for (const auto* e : others) {
+    auto it = saved_by_key.find(e->key);
+    if (it == saved_by_key.end())
+      throw key_error(fmt::format("'{}' is not a tensor these adapters save (a bias or a module to save of theirs): hot-swap "
+                                  "replaces what the adapters hold",
+                                  e->key),
+                      ctx(e->key));
+    if (!it->second.sizes().equals(e->tensor.sizes()))
+      throw shape_error(fmt::format("'{}' has shape {} but these adapters' has {}", e->key, graft::detail::bracketed(e->tensor.sizes()),
+                                    graft::detail::bracketed(it->second.sizes())),
+                        ctx(e->key));
+  }
+
+  // Then the swap, in place.
+  swap_report rep;
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& l : layers) {
+      auto it = factors.find(l.path);
+      l.A.zero_();
+      l.B.zero_();
+      if (it == factors.end()) {
+        if (l.magnitude.defined()) l.magnitude.copy_(l.dora_norm().reshape(l.magnitude.sizes()));
+        rep.zeroed.push_back(l.path);
+        continue;
+      }
+      const auto r = it->second.first->tensor.size(0);
+      l.A.slice(0, 0, r).copy_(it->second.first->tensor);
+      l.B.slice(1, 0, r).copy_(it->second.second->tensor);
+      if (l.magnitude.defined()) l.magnitude.copy_(magnitudes.at(l.path)->tensor);
+      l.alpha = detail::value_for(config.options.alpha_pattern, l.path, config.options.alpha, "alpha_pattern");
+      l.scale = detail::layer_scale(config, l.path);
+      if (l.own_layer)
+        l.own_layer->connect(l.A, l.B, l.scale, l.kind == layer_kind::embedding ? 0.0 : a.options().dropout, l.magnitude);
+      rep.swapped.push_back(l.path);
+      if (r < l.r) rep.padded.push_back(l.path);
+    }
+    for (const auto* e : others) saved_by_key.at(e->key).copy_(e->tensor);
+  }
+  a.refresh();
+  return rep;
+}
+
 GRAFT_FUNC merge_report merge_into(state_dict& sd, const std::string& folder, const load_options& opts) {
   auto config = read_adapter_config(folder);
   auto file = detail::adapter_weights_file(folder);

@@ -56,6 +56,24 @@ struct load_options {
 /// Transactional: on any error the model is unchanged.
 GRAFT_FUNC adapters load(torch::nn::Module& model, const std::string& folder, const load_options& opts = {});
 
+/// What hot_swap() did.
+struct swap_report {
+  std::vector<std::string> swapped;  ///< layers that took the folder's factors
+  std::vector<std::string> padded;   ///< of those, layers whose rank in the folder was smaller (zero-padded)
+  std::vector<std::string> zeroed;   ///< layers the folder does not adapt: their adapters now add nothing
+};
+
+/// Replaces the weights of loaded or attached adapters in place with those of another adapter
+/// folder made for the same model, as peft.utils.hotswap.hotswap_adapter: the same tensors
+/// (an optimizer, a scheduler or a serving loop holding them goes on with the new values, no
+/// rebuild), each layer's scale taken from the folder's config. The folder may adapt fewer
+/// layers (theirs are zeroed, adding nothing) or use a smaller rank (zero-padded, the same
+/// product); a layer these adapters do not wrap, a larger rank, another DoRA setting, a PiSSA
+/// or OLoRA folder (its base weights differ), or a tensor that is not one these adapters save
+/// is refused by name, and a shape that disagrees is a shape_error, all before anything
+/// changes. Merged adapters are refused (a state_error): unmerge() first.
+GRAFT_FUNC swap_report hot_swap(adapters& a, const std::string& folder, const load_options& opts = {});
+
 /// What merge_into() did.
 struct merge_report {
   std::vector<std::string> merged;    ///< weights the adapter was folded into
