@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -209,7 +210,7 @@ public:
       if (l.initial_A.defined() && !state_->merged) {
         // PiSSA / OLoRA: W0 is the residual; the weights the model had come back.
         torch::NoGradGuard no_grad;
-        l.base.copy_(l.base.to(torch::kFloat) + torch::matmul(l.initial_B.to(torch::kFloat), l.initial_A.to(torch::kFloat)) * l.scale);
+        l.base.copy_(l.original_weight());
       }
       *l.weight = l.base;
       if (l.own_layer) l.own_layer->disconnect();
@@ -247,18 +248,13 @@ private:
     if (off == state_->disabled) return;
     torch::NoGradGuard no_grad;
     for (auto& l : state_->layers) {
-      auto original = [&] {
-        return l.initial_A.defined() ? (l.base.to(torch::kFloat) + torch::matmul(l.initial_B.to(torch::kFloat), l.initial_A.to(torch::kFloat)) * l.scale)
-                                           .to(l.base.scalar_type())
-                                     : l.base;
-      };
       if (l.own_layer) {
         // graft's own layers: no adapter, or the starting one that completes a residual.
-        if (!off) l.own_layer->connect(l.A, l.B, l.scale, l.kind == layer_kind::embedding ? 0.0 : options_.dropout, l.magnitude);
+        if (!off) l.connect_own(options_.dropout);
         else if (l.initial_A.defined()) l.own_layer->connect(l.initial_A, l.initial_B, l.scale, 0.0);
         else l.own_layer->set_active(false);
       } else if (off) {
-        *l.weight = original();
+        *l.weight = l.original_weight();
       }
     }
     state_->disabled = off;
@@ -370,7 +366,7 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
       torch::NoGradGuard no_grad;
       a.copy_(l.initial_A);
       b.copy_(l.initial_B);
-      l.base.copy_(l.base.to(torch::kFloat) - torch::matmul(l.initial_B.to(torch::kFloat), l.initial_A.to(torch::kFloat)) * l.scale);
+      l.base.copy_(l.base.to(torch::kFloat) - l.start_product());
     } else {
       init_factors(l.kind, opts.init, a, b, l.r);
     }
@@ -382,8 +378,7 @@ adapters attach_layers(torch::nn::Module& model, std::vector<layer_plan> plan, c
       auto m = l.dora_norm(l.delta(a, b)).reshape(magnitude_shape(l.kind, l.base)).clone().set_requires_grad(true);
       l.magnitude = l.module->register_module("lora_magnitude_vector", std::make_shared<factor_impl>(m))->weight;
     }
-    if (l.own_layer)
-      l.own_layer->connect(l.A, l.B, l.scale, l.kind == layer_kind::embedding ? 0.0 : opts.dropout, l.magnitude);
+    l.connect_own(opts.dropout);
     rep.layers.push_back(l.path);
     rep.types.push_back(l.type);
     rep.ranks.push_back(l.r);

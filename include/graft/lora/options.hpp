@@ -140,6 +140,18 @@ struct layer {
     shape[0] = -1;
     return v.reshape(shape);
   }
+  /// PiSSA / OLoRA: scale·B0·A0 in float32, what the base weight gave up at the start.
+  torch::Tensor start_product() const {
+    return torch::matmul(initial_B.to(torch::kFloat), initial_A.to(torch::kFloat)) * scale;
+  }
+  /// The weight the layer had before attach(): W0, plus start_product() for PiSSA / OLoRA.
+  torch::Tensor original_weight() const {
+    return initial_A.defined() ? (base.to(torch::kFloat) + start_product()).to(base.scalar_type()) : base;
+  }
+  /// Connects graft's own layer (if it is one) to the adapter's current tensors and scale.
+  void connect_own(double dropout) const {
+    if (own_layer) own_layer->connect(A, B, scale, kind == layer_kind::embedding ? 0.0 : dropout, magnitude);
+  }
   /// The adapter's trainable elements.
   std::int64_t elements() const { return A.numel() + B.numel() + (magnitude.defined() ? magnitude.numel() : 0); }
   /// W0 + scale·ΔW(a, B) in one fused product (addmm), DoRA's magnitude aside.

@@ -171,9 +171,7 @@ GRAFT_FUNC adapters load(torch::nn::Module& model, const std::string& folder, co
                       err_ctx(key));
     }
   for (auto& [path, m] : magnitudes) {
-    if (!config.options.dora)
-      throw key_error(fmt::format("'{}' is a DoRA magnitude vector, but the folder's adapter_config.json has use_dora false", m->key),
-                      err_ctx(m->key));
+    if (!config.options.dora) throw detail::stray_magnitude(file, m->key);
     if (!planned(path))
       throw key_error(fmt::format("'{}' matches no LoRA layer of the model: '{}' is not among the layers target_modules picks", m->key, path),
                       err_ctx(m->key));
@@ -288,9 +286,7 @@ GRAFT_FUNC swap_report hot_swap(adapters& a, const std::string& folder, const lo
     if (it == by_path.end())
       throw key_error(fmt::format("'{}' adapts '{}', a layer these adapters do not wrap: hot-swap cannot add layers", any->key, path),
                       ctx(any->key));
-    if (!f.first || !f.second)
-      throw key_error(fmt::format("'{}' has {} for '{}' but not {}", file, f.first ? "lora_A" : "lora_B", path, f.first ? "lora_B" : "lora_A"),
-                      {.file = file, .key = path, .file_in_message = true});
+    detail::require_both(file, path, f);
     const auto& l = *it->second;
     const auto& na = f.first->tensor;
     const auto& nb = f.second->tensor;
@@ -363,8 +359,7 @@ GRAFT_FUNC swap_report hot_swap(adapters& a, const std::string& folder, const lo
       if (l.magnitude.defined()) l.magnitude.copy_(magnitudes.at(l.path)->tensor);
       l.alpha = detail::value_for(config.options.alpha_pattern, l.path, config.options.alpha, "alpha_pattern");
       l.scale = detail::layer_scale(config, l.path);
-      if (l.own_layer)
-        l.own_layer->connect(l.A, l.B, l.scale, l.kind == layer_kind::embedding ? 0.0 : a.options().dropout, l.magnitude);
+      l.connect_own(a.options().dropout);
       rep.swapped.push_back(l.path);
       if (r < l.r) rep.padded.push_back(l.path);
     }
@@ -398,9 +393,7 @@ GRAFT_FUNC merge_report merge_into(state_dict& sd, const std::string& folder, co
     rep.replaced.push_back(e.path);
   }
   for (auto& [path, f] : factors) {
-    if (!f.first || !f.second)
-      throw key_error(fmt::format("'{}' has {} for '{}' but not {}", file, f.first ? "lora_A" : "lora_B", path, f.first ? "lora_B" : "lora_A"),
-                      {.file = file, .key = path, .file_in_message = true});
+    detail::require_both(file, path, f);
     auto key = path.empty() ? std::string("weight") : path + ".weight";
     auto* target = sd.find(key);
     if (!target) throw missing(f.first->key, key);
@@ -430,11 +423,10 @@ GRAFT_FUNC merge_report merge_into(state_dict& sd, const std::string& folder, co
       d = d - torch::matmul(b0, a0) * detail::layer_scale(config, path);
     }
     auto m = magnitudes.find(path);
-    if (config.options.dora != (m != magnitudes.end()))
-      throw key_error(config.options.dora
-                          ? fmt::format("'{}' has no lora_magnitude_vector for '{}' (use_dora is true)", file, path)
-                          : fmt::format("'{}' is a DoRA magnitude vector, but the folder's adapter_config.json has use_dora false", m->second->key),
-                      {.file = file, .key = config.options.dora ? path : m->second->key, .file_in_message = config.options.dora});
+    if (!config.options.dora && m != magnitudes.end()) throw detail::stray_magnitude(file, m->second->key);
+    if (config.options.dora && m == magnitudes.end())
+      throw key_error(fmt::format("'{}' has no lora_magnitude_vector for '{}' (use_dora is true)", file, path),
+                      {.file = file, .key = path, .file_in_message = true});
     if (m != magnitudes.end()) {
       const auto& mt = m->second->tensor;
       if (mt.numel() != out || mt.dim() < 1)

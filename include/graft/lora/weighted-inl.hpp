@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -156,20 +157,14 @@ GRAFT_FUNC weighted_report combine_adapters(const std::vector<std::string>& inpu
     auto file = detail::adapter_weights_file(folder);
     auto entries = detail::adapter_entries(detail::read_adapter_weights(file), peft_prefix, file);
     auto [factors, magnitudes, others] = detail::pair_entries(entries);
-    if (!magnitudes.empty())
-      throw key_error(fmt::format("'{}' is a DoRA magnitude vector, but the folder's adapter_config.json has use_dora false",
-                                  magnitudes.begin()->second->key),
-                      {.file = file, .key = magnitudes.begin()->second->key});
+    if (!magnitudes.empty()) throw detail::stray_magnitude(file, magnitudes.begin()->second->key);
     if (!others.empty())
       throw option_error(fmt::format("'{}' holds '{}', a bias or modules_to_save tensor: combine_adapters weighs lora_A and lora_B "
                                      "only (PEFT's add_weighted_adapter cannot merge modules_to_save either)",
                                      file, others.front()->key),
                          {.file = file, .key = others.front()->key});
     for (auto& [path, f] : factors) {
-      if (!f.first || !f.second)
-        throw key_error(fmt::format("'{}' has {} for '{}' but not {}", file, f.first ? "lora_A" : "lora_B", path,
-                                    f.first ? "lora_B" : "lora_A"),
-                        {.file = file, .key = path, .file_in_message = true});
+      detail::require_both(file, path, f);
       const auto& a = f.first->tensor;
       const auto& b = f.second->tensor;
       if (a.dim() < 2 || b.dim() < 2 || a.size(0) != b.size(1) || a.size(0) == 0 || !a.is_floating_point() || !b.is_floating_point())

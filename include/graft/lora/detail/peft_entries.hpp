@@ -107,6 +107,20 @@ inline paired_entries pair_entries(const std::vector<adapter_entry>& entries) {
   return out;
 }
 
+/// A key_error naming the file and the layer unless both its lora_A and lora_B are there.
+inline void require_both(const std::string& file, const std::string& path,
+                         const std::pair<const adapter_entry*, const adapter_entry*>& f) {
+  if (!f.first || !f.second)
+    throw key_error(fmt::format("'{}' has {} for '{}' but not {}", file, f.first ? "lora_A" : "lora_B", path, f.first ? "lora_B" : "lora_A"),
+                    {.file = file, .key = path, .file_in_message = true});
+}
+
+/// The error for a DoRA magnitude vector in a folder whose config has use_dora false.
+inline key_error stray_magnitude(const std::string& file, const std::string& key) {
+  return key_error(fmt::format("'{}' is a DoRA magnitude vector, but the folder's adapter_config.json has use_dora false", key),
+                   {.file = file, .key = key});
+}
+
 /// DoRA's merge of a file's adapter into a weight `w` (as float): m/‖w + d‖·(w + d), the norm
 /// per output row (per column, an embedding's dimensions, when `embedding`).
 inline torch::Tensor dora_merged(const torch::Tensor& w, const torch::Tensor& d, const torch::Tensor& m, bool embedding) {
