@@ -99,6 +99,10 @@ TEST_CASE("lora: hot_swap replaces the adapters' weights in place with another f
       CHECK(torch::equal(fx.run(net), before));
       ad.merge();
       CHECK_THROWS_WITH(graft::lora::hot_swap(ad, fx.dir.file("b")), Catch::Contains("into merged adapters: unmerge() them first"));
+      // PiSSA adapters hold residual base weights: nothing swaps into them.
+      auto pissa_net = fx.fresh();
+      auto pissa = graft::lora::attach(*pissa_net, "lin1.weight"_glob, {.r = 4, .init = graft::lora::init_mode::pissa});
+      CHECK_THROWS_WITH(graft::lora::hot_swap(pissa, fx.dir.file("fewer")), Catch::Contains("into PiSSA or OLoRA adapters"));
       // DoRA into DoRA: the magnitudes too.
       auto dora_net = fx.fresh();
       auto dora = graft::lora::load(*dora_net, fx.dir.file("dora"));

@@ -71,6 +71,10 @@ TEST_CASE("lora/weighted: DARE keeps each element with probability density, resc
   CHECK(matches.all().item<bool>());
   CHECK(ties.ne(0).sum().item<double>() / n == Approx(1 - (1 - density) * (1 - density)).margin(0.03));
 
+  // Density 0 drops everything: zeros, not PEFT's 0/0.
+  graft::lora::combine_adapters(inputs, w, dir.file("none"), {.combination = C::dare_ties, .density = 0.0});
+  CHECK(read_out(dir.file("none")).at("base_model.model.big.lora_A.weight").eq(0).all().item<bool>());
+
   // One seed, one result; another seed, other masks; lora_A and lora_B drawn apart.
   graft::lora::combine_adapters(inputs, w, dir.file("again"), {.combination = C::dare_linear, .density = density, .seed = 7});
   graft::lora::combine_adapters(inputs, w, dir.file("other"), {.combination = C::dare_linear, .density = density, .seed = 8});
@@ -127,6 +131,9 @@ TEST_CASE("lora/weighted: refused inputs are named and nothing is written", "[lo
   refused({one, two}, {.combination = C::ties}, "combination 'ties' needs a density");
   refused({one, two}, {.combination = C::dare_linear, .density = 1.5}, "density must be in [0, 1], not 1.5");
   refused({one, two}, {.svd_clamp = -0.1}, "svd_clamp must be in [0, 1]");
+  write_adapter(dir.file("pissa"), lora_config(2, 4, R"(, "init_lora_weights": "pissa")"),
+                {{"base_model.model.big.lora_A.weight", a}, {"base_model.model.big.lora_B.weight", b}});
+  refused({one, dir.file("pissa")}, {}, "is a PiSSA or OLoRA adapter, trained against residual base weights");
   CHECK_THROWS_WITH(graft::lora::combine_adapters({one, two}, {1.0}, dir.file("never"), {}), Catch::Contains("1 weights for 2 input adapters"));
   CHECK_THROWS_WITH(graft::lora::adapter_combination_from_string("soup"), Catch::Contains("unknown combination type 'soup'; PEFT's are svd, linear, cat"));
   CHECK(graft::lora::adapter_combination_from_string("dare_ties_svd") == C::dare_ties_svd);

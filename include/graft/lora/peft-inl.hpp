@@ -262,6 +262,8 @@ GRAFT_FUNC swap_report hot_swap(adapters& a, const std::string& folder, const lo
   if (a.layers().empty()) throw state_error(fmt::format("cannot hot-swap '{}': these adapters were unloaded", folder));
   if (a.merged()) throw state_error(fmt::format("cannot hot-swap '{}' into merged adapters: unmerge() them first", folder));
   if (!a.enabled()) throw state_error(fmt::format("cannot hot-swap '{}' inside a disabled() scope", folder));
+  if (a.options().init == init_mode::pissa || a.options().init == init_mode::olora)
+    throw state_error(fmt::format("cannot hot-swap '{}' into PiSSA or OLoRA adapters: their base weights are residuals", folder));
   auto config = read_adapter_config(folder);
   if (config.options.dora != a.options().dora)
     throw option_error(fmt::format("cannot hot-swap '{}': its use_dora is {}, these adapters' {}", folder, config.options.dora,

@@ -67,7 +67,8 @@ inline torch::Tensor weighted_merge(const std::vector<torch::Tensor>& ts, const 
   for (std::size_t i = 0; i < ts.size(); ++i) {
     auto t = ts[i];
     if (s.trim) t = mk::keep_largest(t, density, false);
-    if (s.drop && density < 1) t = t * mk::keep_mask(t, density, mk::key_seed(o.seed, key, i)) / density;
+    if (s.drop && density <= 0) t = torch::zeros_like(t);  // all dropped (PEFT would divide 0 by 0)
+    else if (s.drop && density < 1) t = t * mk::keep_mask(t, density, mk::key_seed(o.seed, key, i)) / density;
     kept.push_back(t);
   }
   auto stacked = torch::stack(kept);
@@ -149,6 +150,12 @@ GRAFT_FUNC weighted_report combine_adapters(const std::vector<std::string>& inpu
     if (config.options.dora)
       throw option_error(fmt::format("'{}' is a DoRA adapter (use_dora): its magnitude vectors cannot be weighted with the factors, "
                                      "and PEFT's add_weighted_adapter does not combine them either",
+                                     folder),
+                         {.file = folder});
+    if (config.options.init == init_mode::pissa || config.options.init == init_mode::olora)
+      throw option_error(fmt::format("'{}' is a PiSSA or OLoRA adapter, trained against residual base weights: save it converted "
+                                     "to plain LoRA (save_options::convert_to_lora, PEFT's path_initial_model_for_weight_conversion) "
+                                     "before combining it",
                                      folder),
                          {.file = folder});
     std::int64_t config_rank = config.options.r;
