@@ -3,6 +3,7 @@
 // Linear layers; and the same model in Python, for the oracles.
 
 #include <string>
+#include <utility>
 
 #include <torch/torch.h>
 
@@ -107,6 +108,35 @@ struct lora_fixture {
 
 /// Max |a - b|.
 inline double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+/// graft's folder in PEFT: saves `ad` to dir/graft, merges and unloads it and saves the merged
+/// model, then has PEFT (the peft package of `python`) load the folder onto the Python model
+/// (running `check` on it, `pm`, first). Returns PEFT's outputs on the fixture's inputs and the
+/// largest difference between PEFT's merged weights and graft's (the keys must be the same).
+inline std::pair<torch::Tensor, double> peft_reads(const lora_fixture& fx, graft::lora::adapters& ad, const torch::nn::Module& net,
+                                                   const std::string& python, const std::string& check = "") {
+  graft::lora::save(ad, fx.dir.file("graft"));
+  ad.merge_and_unload();
+  graft::save(graft::state_dict(net), fx.dir.file("graft_merged.safetensors"));
+  auto out = run_python_with(python, lora_net_python + fmt::format(R"(
+from peft import PeftModel
+d = '{}'
+pm = PeftModel.from_pretrained(base_net(d), d + '/graft').eval()
+{}
+img, tok = inputs(d)
+with torch.no_grad():
+    y = pm(img, tok)
+    merged = pm.merge_and_unload().state_dict()
+mine = load_file(d + '/graft_merged.safetensors')
+assert sorted(merged) == sorted(mine), (list(merged), list(mine))
+save_file({{'y': y}}, d + '/peft_out.safetensors')
+print('merged_diff', max((merged[k] - mine[k]).abs().max().item() for k in mine))
+)",
+                                                                  fx.path(), check));
+  double merged_diff = 1;
+  if (auto at = out.find("merged_diff "); at != std::string::npos) merged_diff = std::stod(out.substr(at + 12));
+  return {read(fx.dir.file("peft_out.safetensors")).load().at("y"), merged_diff};
+}
 
 /// The state of a model as plain copies, to tell whether anything changed.
 /// (The requires_grad flags and the module paths are part of it: attach() changes them first.)
